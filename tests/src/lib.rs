@@ -1,1 +1,16 @@
+//! Support for Ringway's end-to-end tests: the real binaries as child processes, real TCP backends on
+//! loopback, and a scripted controlplane for what the real one never sends (invalid snapshots).
+//!
+//! Every wait is bounded; every process is killed when its handle drops, so a failing test leaves
+//! nothing running.
 
+pub mod backends;
+pub mod fake_controlplane;
+pub mod net;
+pub mod procs;
+pub mod services;
+
+pub use backends::{EchoBackend, NamedBackend};
+pub use net::{free_port, wait_until};
+pub use procs::{Controlplane, Dataplane};
+pub use services::{Service, ServicesFile};

@@ -1,0 +1,247 @@
+//! Connection counters shared by every core: the only cross-core state on the data path.
+//!
+//! A [`BackendSlot`] or [`ClusterSlot`] outlives snapshots: the same backend (cluster name + address) keeps
+//! the same slot across versions, so its count of live connections stays right while routes change, and a
+//! removed backend keeps its slot alive through the connections that still hold a [`Lease`] on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use socket2::SockAddr;
+
+use super::wake::Wakers;
+
+/// Stored as the limit when a backend has none.
+pub const UNLIMITED: u32 = u32::MAX;
+
+/// Counts against a limit, without locks: `take` succeeds only while `current < limit`.
+#[derive(Debug)]
+struct Gauge {
+    current: CachePadded<AtomicU32>,
+    limit: AtomicU32,
+}
+
+impl Gauge {
+    fn new(limit: u32) -> Self {
+        Self {
+            current: CachePadded::new(AtomicU32::new(0)),
+            limit: AtomicU32::new(limit),
+        }
+    }
+
+    fn take(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        self.current
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        let before = self.current.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "gauge released more often than taken");
+    }
+
+    fn current(&self) -> u32 {
+        self.current.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-backend state shared by all cores.
+#[derive(Debug)]
+pub struct BackendSlot {
+    pub address: SocketAddr,
+    /// Pre-built for `connect`, so the hot path does not convert addresses.
+    pub sockaddr: SockAddr,
+    gauge: Gauge,
+    pub total: AtomicU64,
+    pub connect_failures: AtomicU64,
+    /// Bytes delivered client→backend and backend→client, added when each connection ends.
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+impl BackendSlot {
+    pub fn new(address: SocketAddr, limit: Option<u32>) -> Self {
+        Self {
+            address,
+            sockaddr: SockAddr::from(address),
+            gauge: Gauge::new(limit.unwrap_or(UNLIMITED)),
+            total: AtomicU64::new(0),
+            connect_failures: AtomicU64::new(0),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+        }
+    }
+
+    /// Connections currently open (or being opened) to this backend from this dataplane.
+    pub fn active(&self) -> u32 {
+        self.gauge.current()
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.gauge.limit.load(Ordering::Relaxed)
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.active() < self.limit()
+    }
+
+    /// A new snapshot may change the limit; connections above a lowered limit are not cut, they just
+    /// keep new ones out until enough have ended.
+    pub fn set_limit(&self, limit: Option<u32>) {
+        self.gauge.limit.store(limit.unwrap_or(UNLIMITED), Ordering::Relaxed);
+    }
+}
+
+/// Per-cluster state shared by all cores: the service-wide connection bound and the queue census.
+#[derive(Debug)]
+pub struct ClusterSlot {
+    pub name: String,
+    gauge: Gauge,
+    /// Connections waiting in some worker's queue for this cluster. Releasing a slot wakes the workers
+    /// only when this is non-zero, so the common case costs no cross-core signal.
+    waiters: AtomicU32,
+    wakers: Arc<Wakers>,
+}
+
+impl ClusterSlot {
+    pub fn new(name: String, limit: u32, wakers: Arc<Wakers>) -> Self {
+        Self {
+            name,
+            gauge: Gauge::new(limit),
+            waiters: AtomicU32::new(0),
+            wakers,
+        }
+    }
+
+    pub fn active(&self) -> u32 {
+        self.gauge.current()
+    }
+
+    pub fn set_limit(&self, limit: u32) {
+        self.gauge.limit.store(limit, Ordering::Relaxed);
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.gauge.limit.load(Ordering::Relaxed)
+    }
+
+    /// The service-wide bound is reached: no backend of the cluster can take a connection.
+    pub fn is_full(&self) -> bool {
+        self.active() >= self.limit()
+    }
+
+    pub fn add_waiter(&self) {
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn remove_waiter(&self) {
+        let before = self.waiters.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "waiter removed twice");
+    }
+
+    pub fn waiters(&self) -> u32 {
+        self.waiters.load(Ordering::Acquire)
+    }
+
+    fn released(&self) {
+        if self.waiters.load(Ordering::Acquire) > 0 {
+            self.wakers.wake_all();
+        }
+    }
+}
+
+/// The right to one connection to a backend, counted in its cluster too; released on drop.
+#[derive(Debug)]
+pub struct Lease {
+    pub backend: Arc<BackendSlot>,
+    pub cluster: Arc<ClusterSlot>,
+}
+
+impl Lease {
+    /// Takes a place in the cluster and on the backend, or nothing.
+    pub fn acquire(cluster: &Arc<ClusterSlot>, backend: &Arc<BackendSlot>) -> Option<Self> {
+        if !cluster.gauge.take() {
+            return None;
+        }
+        if !backend.gauge.take() {
+            cluster.gauge.give_back();
+            return None;
+        }
+        backend.total.fetch_add(1, Ordering::Relaxed);
+        Some(Self {
+            backend: Arc::clone(backend),
+            cluster: Arc::clone(cluster),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.backend.gauge.give_back();
+        self.cluster.gauge.give_back();
+        self.cluster.released();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    fn cluster(limit: u32) -> Arc<ClusterSlot> {
+        Arc::new(ClusterSlot::new("c".into(), limit, Arc::new(Wakers::new(0).unwrap())))
+    }
+
+    #[test]
+    fn backend_limit_is_never_exceeded_under_contention() {
+        let cluster = cluster(1000);
+        let backend = Arc::new(BackendSlot::new("127.0.0.1:1".parse().unwrap(), Some(3)));
+        let peak = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (cluster, backend, peak) = (cluster.clone(), backend.clone(), peak.clone());
+                thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        if let Some(lease) = Lease::acquire(&cluster, &backend) {
+                            peak.fetch_max(backend.active(), Ordering::Relaxed);
+                            drop(lease);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(peak.load(Ordering::Relaxed) <= 3);
+        assert_eq!(backend.active(), 0);
+        assert_eq!(cluster.active(), 0);
+    }
+
+    #[test]
+    fn cluster_limit_bounds_all_backends_together() {
+        let cluster = cluster(2);
+        let a = Arc::new(BackendSlot::new("127.0.0.1:1".parse().unwrap(), None));
+        let b = Arc::new(BackendSlot::new("127.0.0.1:2".parse().unwrap(), None));
+        let first = Lease::acquire(&cluster, &a).unwrap();
+        let _second = Lease::acquire(&cluster, &b).unwrap();
+        assert!(Lease::acquire(&cluster, &a).is_none());
+        assert_eq!(a.active(), 1, "a refused cluster place takes nothing from the backend");
+        drop(first);
+        assert!(Lease::acquire(&cluster, &a).is_some());
+    }
+
+    #[test]
+    fn lowering_a_limit_keeps_existing_leases() {
+        let cluster = cluster(10);
+        let backend = Arc::new(BackendSlot::new("127.0.0.1:1".parse().unwrap(), Some(3)));
+        let leases: Vec<_> = (0..3).map(|_| Lease::acquire(&cluster, &backend).unwrap()).collect();
+        backend.set_limit(Some(1));
+        assert!(Lease::acquire(&cluster, &backend).is_none());
+        drop(leases);
+        assert!(Lease::acquire(&cluster, &backend).is_some());
+    }
+}

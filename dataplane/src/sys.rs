@@ -1,0 +1,220 @@
+//! Thin, safe wrappers over the few system calls the data path makes directly.
+//!
+//! This is one of the two modules with `unsafe` (the other is `worker::ring`). Every function takes
+//! borrowed or owned file descriptors, checks the return value and turns `-1` into `io::Error`, so the
+//! rest of the dataplane never touches `libc` directly.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Moves up to `len` bytes between a socket and a pipe without blocking (`SPLICE_F_NONBLOCK|SPLICE_F_MOVE`).
+///
+/// `Ok(0)` means end of file on `from`; `WouldBlock` means try again after readiness.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: both descriptors are valid for the duration of the borrow; null offsets are required for
+    // pipes and sockets, and no memory of ours is passed.
+    let ret = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+        )
+    };
+    check_size(ret)
+}
+
+/// A non-blocking, close-on-exec pipe: `(read end, write end)`.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Resizes a pipe; returns the size the kernel granted (it rounds up to a power of two pages).
+pub fn set_pipe_size(pipe: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
+    // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory of ours.
+    let granted = check(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })?;
+    Ok(granted as usize)
+}
+
+/// A non-blocking, close-on-exec eventfd used to wake a worker's ring.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd has no pointer arguments.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, waking whoever polls it.
+pub fn eventfd_signal(fd: BorrowedFd<'_>) {
+    let one: u64 = 1;
+    // SAFETY: writes exactly 8 bytes from a live u64, as eventfd requires. A full counter (EAGAIN) still
+    // leaves the fd readable, which is all a wake-up needs, so the result is deliberately ignored.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Resets an eventfd's counter so the next poll waits for a new signal.
+pub fn eventfd_drain(fd: BorrowedFd<'_>) {
+    let mut value: u64 = 0;
+    // SAFETY: reads exactly 8 bytes into a live u64; EAGAIN (nothing pending) is fine to ignore.
+    let _ = unsafe { libc::read(fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+}
+
+/// A non-blocking, close-on-exec TCP socket of `addr`'s family, with `TCP_NODELAY`.
+pub fn tcp_socket_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: socket has no pointer arguments.
+    let fd = check(unsafe {
+        libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+    })?;
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_nodelay(std::os::fd::AsFd::as_fd(&fd))?;
+    Ok(fd)
+}
+
+fn setsockopt_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int together with its exact size.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+/// Disables Nagle: a proxy must not add its own coalescing delay to what the endpoints chose.
+pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+}
+
+/// Makes the next close send RST instead of FIN: used when bytes could not be delivered, so the peer
+/// learns its stream was cut instead of seeing a clean (and silently truncated) end.
+pub fn set_linger_zero(fd: BorrowedFd<'_>) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: passes a pointer to a live `linger` together with its exact size. Failure only means the
+    // close is graceful instead of abortive, so it is ignored.
+    let _ = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+}
+
+/// Sends FIN after the queued bytes: the half-close the other side asked for.
+pub fn shutdown_write(fd: BorrowedFd<'_>) {
+    // SAFETY: shutdown has no pointer arguments. ENOTCONN (peer already gone) needs no handling here: the
+    // next read or write on the socket reports the state that matters.
+    let _ = unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+}
+
+/// Stops a listening socket: its accept queue is flushed (queued clients are reset) and new clients go
+/// to the other sockets of the `SO_REUSEPORT` group, or are refused if there are none.
+pub fn shutdown_listener(fd: RawFd) {
+    // SAFETY: shutdown has no pointer arguments; on a descriptor that is not a listening socket it fails
+    // harmlessly with ENOTCONN/ENOTSOCK.
+    let _ = unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
+/// Non-blocking read into `buf` (the copy forwarding mode).
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into memory we exclusively borrow.
+    check_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+}
+
+/// Non-blocking send of `buf`; `MSG_NOSIGNAL` turns a closed peer into `EPIPE` instead of a signal.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: the kernel reads at most `buf.len()` bytes from memory we borrow.
+    check_size(unsafe {
+        libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)
+    })
+}
+
+/// The soft RLIMIT_MEMLOCK in bytes (`Some(None)` = unlimited), or `None` if it cannot be read.
+pub fn memlock_limit() -> Option<Option<u64>> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit into memory we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return None;
+    }
+    Some((limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur))
+}
+
+/// A CPU set holding only `core`, for pinning io-wq helpers (used only by `uring-splice`).
+pub fn cpu_set_of(core: usize) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zero is the valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET only writes inside `set`; `core` is bounded by the number of cores.
+    unsafe { libc::CPU_SET(core, &mut set) };
+    set
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn splice_moves_socket_bytes_through_a_pipe_and_reports_eof() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut c, d) = std::os::unix::net::UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let (r, w) = pipe().unwrap();
+        assert!(set_pipe_size(w.as_fd(), 128 * 1024).unwrap() >= 128 * 1024);
+        assert_eq!(
+            splice(b.as_fd(), w.as_fd(), 4096).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        a.write_all(b"hello splice").unwrap();
+        assert_eq!(splice(b.as_fd(), w.as_fd(), 4096).unwrap(), 12);
+        assert_eq!(splice(r.as_fd(), d.as_fd(), 4096).unwrap(), 12);
+        let mut got = [0u8; 12];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hello splice");
+        drop(a);
+        assert_eq!(splice(b.as_fd(), w.as_fd(), 4096).unwrap(), 0);
+    }
+
+    #[test]
+    fn eventfd_signal_and_drain() {
+        let fd = eventfd().unwrap();
+        eventfd_signal(fd.as_fd());
+        eventfd_signal(fd.as_fd());
+        let mut value = [0u8; 8];
+        let mut file = std::fs::File::from(fd.try_clone().unwrap());
+        file.read_exact(&mut value).unwrap();
+        assert_eq!(u64::from_ne_bytes(value), 2);
+        eventfd_drain(fd.as_fd());
+    }
+}

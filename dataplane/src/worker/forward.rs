@@ -1,0 +1,300 @@
+//! Moving one direction's bytes: the three forwarding modes.
+//!
+//! - `poll-splice` (default): after io_uring reports readiness, non-blocking `splice(2)` socket → pipe →
+//!   socket runs inline on the pinned worker. Zero copies, no io-wq threads (see the design notes: an
+//!   `IORING_OP_SPLICE` always runs on io-wq, two threads per idle connection, and can deadlock under a cap).
+//! - `copy`: the same loop with `read`/`send` through a pooled buffer; the path L7 parsing will use.
+//! - `uring-splice`: `IORING_OP_SPLICE` on non-blocking sockets, issued only after poll readiness, with
+//!   io-wq capped and pinned; kept for measurement (see `docs/benchmarks.md`).
+//!
+//! In every mode a direction holds a pipe or buffer only while bytes are in transit, reads only when the
+//! pipe is empty, and reports EOF ([`Step::SourceDone`]) only after every byte read was written.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::pipes::{BufferPool, PipePool};
+use crate::sys;
+
+use super::conn::Flow;
+
+/// How bytes move; chosen with `--forward`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardMode {
+    PollSplice,
+    UringSplice,
+    Copy,
+}
+
+/// What a direction needs next.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing to read now: wait until the source is readable.
+    AwaitReadable,
+    /// The destination is full: wait until it is writable.
+    AwaitWritable,
+    /// The source ended and every byte was delivered: pass the FIN on.
+    SourceDone,
+    /// This turn's byte budget is spent; continue later without waiting for readiness.
+    Yield,
+    /// Reading the source or writing the destination failed: bytes may be lost, so reset both sides.
+    Failed(io::Error),
+}
+
+/// The worker's pipes and buffers.
+#[derive(Debug)]
+pub struct Pools {
+    pub pipes: PipePool,
+    pub buffers: BufferPool,
+}
+
+fn would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+/// One turn of `poll-splice`: returns the next step and the bytes delivered.
+pub fn pump_splice(flow: &mut Flow, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, pools: &mut Pools, budget: usize) -> (Step, usize) {
+    let mut delivered = 0;
+    loop {
+        if flow.in_transit > 0 {
+            let pipe = flow.pipe.as_ref().expect("bytes in transit live in a pipe");
+            match sys::splice(pipe.read_end(), dst, flow.in_transit) {
+                Ok(n) => {
+                    flow.in_transit -= n;
+                    delivered += n;
+                    continue;
+                }
+                Err(e) if would_block(&e) => return (Step::AwaitWritable, delivered),
+                Err(e) => return (Step::Failed(e), delivered),
+            }
+        }
+        if flow.source_closed {
+            release_pipe(flow, pools);
+            return (Step::SourceDone, delivered);
+        }
+        if delivered >= budget {
+            release_pipe(flow, pools);
+            return (Step::Yield, delivered);
+        }
+        if flow.pipe.is_none() {
+            match pools.pipes.take() {
+                Ok(pipe) => flow.pipe = Some(pipe),
+                Err(e) => return (Step::Failed(e), delivered),
+            }
+        }
+        let pipe = flow.pipe.as_ref().expect("pipe taken above");
+        match sys::splice(src, pipe.write_end(), pipe.capacity()) {
+            Ok(0) => flow.source_closed = true,
+            Ok(n) => flow.in_transit = n,
+            Err(e) if would_block(&e) => {
+                release_pipe(flow, pools);
+                return (Step::AwaitReadable, delivered);
+            }
+            Err(e) => return (Step::Failed(e), delivered),
+        }
+    }
+}
+
+/// One turn of `copy`: the same state machine as [`pump_splice`] through a user-space buffer.
+pub fn pump_copy(flow: &mut Flow, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, pools: &mut Pools, budget: usize) -> (Step, usize) {
+    let mut delivered = 0;
+    loop {
+        if flow.in_transit > 0 {
+            let buffer = flow.buffer.as_mut().expect("bytes in transit live in a buffer");
+            match sys::send(dst, &buffer.data[buffer.start..buffer.end]) {
+                Ok(n) => {
+                    buffer.start += n;
+                    flow.in_transit -= n;
+                    delivered += n;
+                    continue;
+                }
+                Err(e) if would_block(&e) => return (Step::AwaitWritable, delivered),
+                Err(e) => return (Step::Failed(e), delivered),
+            }
+        }
+        if flow.source_closed {
+            release_buffer(flow, pools);
+            return (Step::SourceDone, delivered);
+        }
+        if delivered >= budget {
+            release_buffer(flow, pools);
+            return (Step::Yield, delivered);
+        }
+        let buffer = flow.buffer.get_or_insert_with(|| pools.buffers.take());
+        match sys::read(src, &mut buffer.data) {
+            Ok(0) => flow.source_closed = true,
+            Ok(n) => {
+                buffer.start = 0;
+                buffer.end = n;
+                flow.in_transit = n;
+            }
+            Err(e) if would_block(&e) => {
+                release_buffer(flow, pools);
+                return (Step::AwaitReadable, delivered);
+            }
+            Err(e) => return (Step::Failed(e), delivered),
+        }
+    }
+}
+
+/// Returns an empty pipe to the pool. A pipe that still holds bytes is never pooled.
+pub fn release_pipe(flow: &mut Flow, pools: &mut Pools) {
+    if flow.in_transit == 0 {
+        if let Some(pipe) = flow.pipe.take() {
+            pools.pipes.give_back(pipe);
+        }
+    }
+}
+
+fn release_buffer(flow: &mut Flow, pools: &mut Pools) {
+    if flow.in_transit == 0 {
+        if let Some(buffer) = flow.buffer.take() {
+            pools.buffers.give_back(buffer);
+        }
+    }
+}
+
+/// What `uring-splice` should submit next for a direction with no op in flight.
+#[derive(Debug)]
+pub enum UringStep {
+    /// Splice from the source into the pipe (`len` bytes at most).
+    SpliceIn { len: u32 },
+    /// Splice from the pipe to the destination.
+    SpliceOut { len: u32 },
+    AwaitReadable,
+    SourceDone,
+    Failed(io::Error),
+}
+
+/// Decides `uring-splice`'s next op. `after_write` is true right after a write drained the pipe: then a
+/// read that did not fill the pipe last time means the socket is probably empty, so poll first rather
+/// than pay an io-wq round trip for `EAGAIN`.
+pub fn next_uring_step(flow: &mut Flow, pools: &mut Pools, after_write: bool) -> UringStep {
+    if flow.in_transit > 0 {
+        return UringStep::SpliceOut {
+            len: flow.in_transit.min(u32::MAX as usize) as u32,
+        };
+    }
+    if flow.source_closed {
+        release_pipe(flow, pools);
+        return UringStep::SourceDone;
+    }
+    if after_write && !flow.last_read_full {
+        release_pipe(flow, pools);
+        return UringStep::AwaitReadable;
+    }
+    if flow.pipe.is_none() {
+        match pools.pipes.take() {
+            Ok(pipe) => flow.pipe = Some(pipe),
+            Err(e) => return UringStep::Failed(e),
+        }
+    }
+    let capacity = flow.pipe.as_ref().map(|p| p.capacity()).unwrap_or(0);
+    UringStep::SpliceIn {
+        len: capacity.min(u32::MAX as usize) as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipes::{BufferPool, PipePool};
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    fn pools() -> Pools {
+        Pools {
+            pipes: PipePool::new(64 * 1024),
+            buffers: BufferPool::new(16 * 1024),
+        }
+    }
+
+    type Pump = fn(&mut Flow, BorrowedFd<'_>, BorrowedFd<'_>, &mut Pools, usize) -> (Step, usize);
+
+    /// A writer sends a payload and closes; the pump must deliver all of it and only then report EOF.
+    fn delivers_everything_then_eof(pump: Pump) {
+        let (mut client, src) = UnixStream::pair().unwrap();
+        let (dst, mut server) = UnixStream::pair().unwrap();
+        for s in [&src, &dst, &server] {
+            s.set_nonblocking(true).unwrap();
+        }
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let payload = payload.clone();
+            std::thread::spawn(move || client.write_all(&payload).unwrap())
+        };
+        let (mut pools, mut flow) = (pools(), Flow::default());
+        let (mut received, mut buf) = (Vec::new(), vec![0u8; 65536]);
+        let mut drain = |received: &mut Vec<u8>| {
+            while let Ok(n) = server.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buf[..n]);
+            }
+        };
+        let mut finished = false;
+        for _ in 0..1_000_000 {
+            let (step, _) = pump(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1 << 20);
+            drain(&mut received);
+            match step {
+                Step::SourceDone => {
+                    finished = true;
+                    break;
+                }
+                Step::Failed(e) => panic!("{e}"),
+                _ => std::thread::yield_now(),
+            }
+        }
+        drain(&mut received);
+        writer.join().unwrap();
+        assert!(finished, "EOF was never reported");
+        assert_eq!(received.len(), payload.len());
+        assert!(received == payload, "bytes differ");
+        assert_eq!(flow.in_transit, 0);
+    }
+
+    #[test]
+    fn splice_pump_delivers_everything() {
+        delivers_everything_then_eof(pump_splice);
+    }
+
+    #[test]
+    fn copy_pump_delivers_everything() {
+        delivers_everything_then_eof(pump_copy);
+    }
+
+    #[test]
+    fn write_to_a_closed_destination_fails_instead_of_dropping_bytes() {
+        for pump in [pump_splice as Pump, pump_copy as Pump] {
+            let (mut client, src) = UnixStream::pair().unwrap();
+            let (dst, server) = UnixStream::pair().unwrap();
+            src.set_nonblocking(true).unwrap();
+            dst.set_nonblocking(true).unwrap();
+            drop(server);
+            client.write_all(b"lost?").unwrap();
+            let mut pools = pools();
+            let mut flow = Flow::default();
+            let (step, delivered) = pump(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1 << 20);
+            assert!(matches!(step, Step::Failed(_)), "got {step:?}");
+            assert_eq!(delivered, 0);
+        }
+    }
+
+    #[test]
+    fn budget_yields_and_returns_the_pipe() {
+        let (mut client, src) = UnixStream::pair().unwrap();
+        let (dst, _server) = UnixStream::pair().unwrap();
+        src.set_nonblocking(true).unwrap();
+        dst.set_nonblocking(true).unwrap();
+        client.write_all(&[7u8; 4096]).unwrap();
+        let mut pools = pools();
+        let mut flow = Flow::default();
+        let (step, delivered) = pump_splice(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1);
+        assert!(matches!(step, Step::Yield), "got {step:?}");
+        assert_eq!(delivered, 4096);
+        assert!(flow.pipe.is_none(), "an empty pipe goes back to the pool");
+        assert_eq!(pools.pipes.idle(), 1);
+    }
+}

@@ -1,0 +1,61 @@
+//! Per-worker counters, written only by their worker and read by whoever reports them.
+//!
+//! Each counter is a relaxed atomic on its own cache line group per worker: a worker never contends with
+//! another worker, and a reader sees values that are at most a few events old.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing event count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        // Single writer: a load and a store are cheaper than a locked add and lose nothing.
+        self.0.store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (current connections), single writer.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub accepted: Counter,
+    pub accept_errors: Counter,
+    /// Connections in any phase right now.
+    pub connections: Gauge,
+    /// Connections waiting for a backend slot right now.
+    pub queued: Gauge,
+    pub connect_failures: Counter,
+    pub connect_timeouts: Counter,
+    /// Connections closed because no backend could be reached (all tried, or none accepting).
+    pub no_backend: Counter,
+    pub queue_timeouts: Counter,
+    /// Connections refused because this worker's queue was full.
+    pub queue_full: Counter,
+    pub idle_timeouts: Counter,
+    /// Connections reset because a byte could not be delivered.
+    pub resets: Counter,
+    pub bytes_up: Counter,
+    pub bytes_down: Counter,
+}
