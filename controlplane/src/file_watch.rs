@@ -1,0 +1,287 @@
+//! The services file as a source: read it at start, and again whenever it changes or on SIGHUP.
+//!
+//! Change detection watches the file's *directory* (inotify through `notify`) and filters on the file name:
+//! editors that write a temporary file and rename it over the original, and `mv new services.toml`, replace
+//! the inode, which a watch on the file itself would lose. Events are debounced because one save is often
+//! several events. A slow poll of the file's identity (device, inode, size, mtime, ctime) backs this up for
+//! the cases inotify does not see (a symlink swapped in a parent directory, a watch that could not be set up,
+//! an overflowed event queue).
+//!
+//! A file that does not parse or validate is logged with its `file:line:column: field` report and nothing is
+//! sent: the last good catalog stays in force. Only at start-up is a bad file fatal (see [`FileWatch::load`]).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior, interval_at};
+use tracing::{debug, error, info, warn};
+
+use crate::catalog::{Catalog, CatalogSender, CatalogUpdate, SourceId, SourceStatus};
+use crate::services_file::{self, ServicesFileError};
+use crate::versions::unix_micros;
+
+/// Quiet time after the last change event before the file is read, so one save is read once.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
+/// Longest a stream of events can delay a read: a file rewritten continuously is still picked up.
+pub const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+/// Period of the fallback identity poll.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Why watching could not run at all (the poll still works when only inotify fails).
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("services file path {0} has no file name")]
+    NoFileName(PathBuf),
+}
+
+/// What identifies one version of the file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// Follows symlinks, so a swapped link target counts as a change.
+    fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The services-file source.
+#[derive(Debug)]
+pub struct FileWatch {
+    path: PathBuf,
+    source: SourceId,
+    sink: CatalogSender,
+    reload: Arc<Notify>,
+    poll_interval: Duration,
+    status: watch::Sender<SourceStatus>,
+    /// Identity of the file when it was last read, good or bad.
+    last_read: Option<Stamp>,
+    /// Change events about our file; the watch is set up in [`FileWatch::new`], before the first read, so
+    /// no change between that read and [`FileWatch::run`] is missed.
+    events: mpsc::UnboundedReceiver<()>,
+    /// Kept alive as long as we are; `None` when inotify could not be set up (the poll still runs).
+    _watcher: Option<RecommendedWatcher>,
+}
+
+impl FileWatch {
+    /// Starts watching `path`'s directory at once; works outside a tokio runtime too.
+    pub fn new(path: PathBuf, sink: CatalogSender) -> Result<Self, WatchError> {
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| WatchError::NoFileName(path.clone()))?
+            .to_os_string();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let watcher = watch_directory(&path, move |event: &Event| {
+            if is_relevant(event, &file_name) {
+                // The receiver is gone only when we are; nothing to do then.
+                let _ = events_tx.send(());
+            }
+        });
+        Ok(Self {
+            source: SourceId(format!("file:{}", path.display())),
+            path,
+            sink,
+            reload: Arc::new(Notify::new()),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            status: watch::Sender::new(SourceStatus::default()),
+            last_read: None,
+            events,
+            _watcher: watcher,
+        })
+    }
+
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    pub fn source(&self) -> &SourceId {
+        &self.source
+    }
+
+    /// Notify this to re-read the file now (SIGHUP does).
+    pub fn reload_handle(&self) -> Arc<Notify> {
+        Arc::clone(&self.reload)
+    }
+
+    /// Follows this source's status.
+    pub fn status(&self) -> watch::Receiver<SourceStatus> {
+        self.status.subscribe()
+    }
+
+    /// Reads the file once; at start-up, an error here is fatal to the caller.
+    pub fn load(&mut self) -> Result<Catalog, ServicesFileError> {
+        self.last_read = Stamp::of(&self.path);
+        let result = services_file::load(&self.path);
+        self.status.send_modify(|s| {
+            s.attempts += 1;
+            match &result {
+                Ok(_) => {
+                    s.last_ok_unix_us = Some(unix_micros());
+                    s.last_error = None;
+                }
+                Err(e) => s.last_error = Some(e.to_string()),
+            }
+        });
+        result
+    }
+
+    /// Re-reads the file on every change until the receiving end of the sink is gone.
+    pub async fn run(mut self) {
+        let mut poll = interval_at(Instant::now() + self.poll_interval, self.poll_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let reload = Arc::clone(&self.reload);
+        let sink = self.sink.clone();
+        loop {
+            tokio::select! {
+                Some(()) = self.events.recv() => {
+                    settle(&mut self.events).await;
+                    self.reread("file changed").await;
+                }
+                () = reload.notified() => self.reread("reload requested").await,
+                _ = poll.tick() => {
+                    if Stamp::of(&self.path) != self.last_read {
+                        self.reread("file changed (poll)").await;
+                    }
+                }
+                () = sink.closed() => return,
+            }
+        }
+    }
+
+    async fn reread(&mut self, why: &str) {
+        match self.load() {
+            Ok(catalog) => {
+                info!(
+                    file = %self.path.display(),
+                    why,
+                    services = catalog.services.len(),
+                    instances = catalog.instance_count(),
+                    "services file read"
+                );
+                let update = CatalogUpdate {
+                    source: self.source.clone(),
+                    catalog,
+                };
+                if self.sink.send(update).await.is_err() {
+                    debug!("publisher gone; services file update dropped");
+                }
+            }
+            Err(e) => {
+                error!(
+                    file = %self.path.display(),
+                    why,
+                    "services file rejected; the last good configuration stays in force"
+                );
+                for line in e.to_string().lines() {
+                    error!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Watches the directory of `path`; on failure logs it and returns `None`, leaving the poll to do the work.
+fn watch_directory(
+    path: &Path,
+    on_event: impl Fn(&Event) + Send + 'static,
+) -> Option<RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let handler = move |result: notify::Result<Event>| match result {
+        Ok(event) => on_event(&event),
+        Err(e) => warn!("file watch error (the poll still runs): {e}"),
+    };
+    let watching = notify::recommended_watcher(handler)
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    match watching {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            warn!(
+                dir = %dir.display(),
+                "cannot watch the services file directory, relying on the poll: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// Waits until events stop for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]), consuming them.
+async fn settle(events: &mut mpsc::UnboundedReceiver<()>) {
+    let give_up = Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet_until = (Instant::now() + DEBOUNCE).min(give_up);
+        match tokio::time::timeout_at(quiet_until, events.recv()).await {
+            Ok(Some(())) if Instant::now() < give_up => continue,
+            _ => break,
+        }
+    }
+    while events.try_recv().is_ok() {}
+}
+
+/// An event about our file name that may mean new content. Opens and reads are not (our own reads cause
+/// them); closing after a write is.
+fn is_relevant(event: &Event, file_name: &std::ffi::OsStr) -> bool {
+    let content_may_change = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    content_may_change && event.paths.iter().any(|p| p.file_name() == Some(file_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn only_changes_to_our_file_count() {
+        let name = std::ffi::OsStr::new("services.toml");
+        let relevant = |kind, path| is_relevant(&event(kind, path), name);
+        assert!(relevant(
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            "/etc/ringway/services.toml"
+        ));
+        assert!(relevant(
+            EventKind::Create(CreateKind::File),
+            "/etc/ringway/services.toml"
+        ));
+        assert!(relevant(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            "/etc/ringway/services.toml"
+        ));
+        assert!(!relevant(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            "/etc/ringway/services.toml"
+        ));
+        assert!(!relevant(
+            EventKind::Create(CreateKind::File),
+            "/etc/ringway/services.toml.swp"
+        ));
+    }
+}

@@ -1,0 +1,281 @@
+//! Holds the current snapshot and hands new ones to every session.
+//!
+//! The current snapshot lives in a [`tokio::sync::watch`] channel: each session keeps a receiver and wakes on
+//! change, and a session that falls behind simply sees the newest snapshot (intermediate ones are never
+//! needed, since a snapshot is the whole state). The snapshot is encoded into its frame once here, not once
+//! per dataplane.
+//!
+//! Identical content is never re-published: the content hash (which does not cover the version) decides. The
+//! one exception is [`Publisher::resync_above`], which re-issues the current content under a higher version
+//! when a dataplane already holds a version at or above ours with other content (it outlived a controlplane
+//! whose clock ran ahead); without it, that dataplane would ignore us until our versions caught up.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ringway_shared::Snapshot;
+use ringway_shared::wire::{Message, WireError, encode_frame};
+use tokio::sync::watch;
+use tracing::{debug, error, info};
+
+use crate::catalog::{Catalog, CatalogReceiver};
+use crate::compiler::{CompileError, CompileSettings, compile};
+use crate::versions::VersionClock;
+
+/// A snapshot together with its encoded frame, shared by every session.
+#[derive(Debug)]
+pub struct Published {
+    pub snapshot: Snapshot,
+    /// `Message::Snapshot(snapshot)` encoded with [`encode_frame`], ready to write.
+    pub frame: Arc<[u8]>,
+}
+
+impl Published {
+    fn new(snapshot: Snapshot) -> Result<Self, WireError> {
+        let frame = encode_frame(&Message::Snapshot(Box::new(snapshot.clone())))?;
+        Ok(Self {
+            snapshot,
+            frame: frame.into(),
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot.version
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.snapshot.hash
+    }
+}
+
+/// What sessions watch: `None` until the first snapshot is published.
+pub type SnapshotWatch = watch::Receiver<Option<Arc<Published>>>;
+
+/// What [`Publisher::publish`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// New content went out under this version.
+    Published { version: u64 },
+    /// The content equals the current snapshot's; nothing was sent.
+    Unchanged { version: u64 },
+}
+
+/// Why a catalog was not published; the previous snapshot stays current.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error("cannot encode snapshot: {0}")]
+    Encode(#[from] WireError),
+}
+
+/// The single writer of the current snapshot.
+#[derive(Debug)]
+pub struct Publisher {
+    settings: CompileSettings,
+    /// Also serialises publishes, so versions reach the channel in increasing order.
+    clock: Mutex<VersionClock>,
+    current: watch::Sender<Option<Arc<Published>>>,
+}
+
+impl Publisher {
+    pub fn new(settings: CompileSettings) -> Self {
+        Self {
+            settings,
+            clock: Mutex::new(VersionClock::new()),
+            current: watch::Sender::new(None),
+        }
+    }
+
+    pub fn settings(&self) -> &CompileSettings {
+        &self.settings
+    }
+
+    /// A receiver that sees the current snapshot and every later one.
+    pub fn subscribe(&self) -> SnapshotWatch {
+        self.current.subscribe()
+    }
+
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.current.borrow().clone()
+    }
+
+    /// Compiles `catalog` and, if its content differs from the current snapshot, publishes it under a new
+    /// version. On error nothing changes.
+    pub fn publish(&self, catalog: &Catalog) -> Result<PublishOutcome, PublishError> {
+        let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut snapshot = compile(catalog, &self.settings)?;
+        if let Some(current) = self.current()
+            && current.hash() == snapshot.hash
+        {
+            debug!(
+                version = current.version(),
+                "catalog unchanged; nothing published"
+            );
+            return Ok(PublishOutcome::Unchanged {
+                version: current.version(),
+            });
+        }
+        snapshot.version = clock.issue();
+        let version = snapshot.version;
+        self.send(Published::new(snapshot)?, "published snapshot");
+        Ok(PublishOutcome::Published { version })
+    }
+
+    /// A dataplane reported `peer_version` with `peer_hash`. Every later version will be above it, and if
+    /// that version is at or above the current one with different content, the current content is re-issued
+    /// under a higher version so the dataplane accepts it. Returns the new version, if one was issued.
+    pub fn resync_above(
+        &self,
+        peer_version: u64,
+        peer_hash: u64,
+    ) -> Result<Option<u64>, PublishError> {
+        let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        clock.observe(peer_version);
+        let Some(current) = self.current() else {
+            return Ok(None);
+        };
+        if current.version() > peer_version || current.hash() == peer_hash {
+            return Ok(None);
+        }
+        let mut snapshot = current.snapshot.clone();
+        snapshot.version = clock.issue();
+        let version = snapshot.version;
+        self.send(
+            Published::new(snapshot)?,
+            "re-published snapshot above a dataplane's version",
+        );
+        Ok(Some(version))
+    }
+
+    fn send(&self, published: Published, what: &'static str) {
+        info!(
+            version = published.version(),
+            hash = %format_args!("{:016x}", published.hash()),
+            services = published.snapshot.listeners.len(),
+            backends = published.snapshot.backend_count(),
+            bytes = published.frame.len(),
+            "{what}"
+        );
+        self.current.send_replace(Some(Arc::new(published)));
+    }
+
+    /// Publishes what the sources send until every sender is gone.
+    ///
+    /// Bursts coalesce: whatever is queued when a publish starts is skipped in favour of the newest update.
+    /// That is right while there is one source; a second source will need its latest catalog kept per source
+    /// and merged here before compiling.
+    pub async fn consume(self: Arc<Self>, mut updates: CatalogReceiver) {
+        while let Some(mut update) = updates.recv().await {
+            while let Ok(newer) = updates.try_recv() {
+                update = newer;
+            }
+            if let Err(e) = self.publish(&update.catalog) {
+                error!(source = %update.source, "catalog not published, previous snapshot stays: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Instance, Service, ServiceTimeouts};
+    use ringway_shared::wire::decode_frame;
+    use ringway_shared::{BackendState, Balance};
+    use std::num::NonZeroU32;
+
+    fn publisher() -> Publisher {
+        Publisher::new(CompileSettings {
+            group_size: NonZeroU32::MIN,
+            default_max_connections: NonZeroU32::new(100).unwrap(),
+        })
+    }
+
+    fn catalog(weight: u16) -> Catalog {
+        Catalog {
+            services: vec![Service {
+                name: "web".into(),
+                listen: "127.0.0.1:18080".parse().unwrap(),
+                balance: Balance::RoundRobin,
+                maxconn: None,
+                max_connections: None,
+                timeouts: ServiceTimeouts::default(),
+                instances: vec![Instance {
+                    address: "127.0.0.1:19001".parse().unwrap(),
+                    weight,
+                    state: BackendState::Active,
+                }],
+            }],
+        }
+    }
+
+    fn published_version(outcome: PublishOutcome) -> u64 {
+        match outcome {
+            PublishOutcome::Published { version } => version,
+            PublishOutcome::Unchanged { .. } => panic!("expected a publish, got {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn identical_content_is_not_republished() {
+        let p = publisher();
+        let mut rx = p.subscribe();
+        assert!(p.current().is_none());
+        let v1 = published_version(p.publish(&catalog(1)).unwrap());
+        assert!(rx.has_changed().unwrap());
+        rx.borrow_and_update();
+        assert_eq!(
+            p.publish(&catalog(1)).unwrap(),
+            PublishOutcome::Unchanged { version: v1 }
+        );
+        assert!(!rx.has_changed().unwrap());
+        let v2 = published_version(p.publish(&catalog(2)).unwrap());
+        assert!(v2 > v1);
+        assert!(rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn the_frame_holds_the_snapshot() {
+        let p = publisher();
+        p.publish(&catalog(7)).unwrap();
+        let current = p.current().unwrap();
+        let Message::Snapshot(decoded) = decode_frame(&current.frame).unwrap() else {
+            panic!("frame is not a snapshot");
+        };
+        assert_eq!(*decoded, current.snapshot);
+        decoded.validate().unwrap();
+    }
+
+    #[test]
+    fn a_failed_compile_keeps_the_current_snapshot() {
+        let p = publisher();
+        let v = published_version(p.publish(&catalog(1)).unwrap());
+        let mut bad = catalog(1);
+        bad.services.push(bad.services[0].clone());
+        assert!(p.publish(&bad).is_err());
+        assert_eq!(p.current().unwrap().version(), v);
+    }
+
+    #[test]
+    fn resync_reissues_above_a_dataplane_that_is_ahead() {
+        let p = publisher();
+        assert_eq!(
+            p.resync_above(5, 5).unwrap(),
+            None,
+            "nothing to re-issue yet"
+        );
+        let v = published_version(p.publish(&catalog(1)).unwrap());
+        let hash = p.current().unwrap().hash();
+        // Behind us, or ahead with our content: nothing to do.
+        assert_eq!(p.resync_above(v - 1, 0xbad).unwrap(), None);
+        assert_eq!(p.resync_above(v + 10, hash).unwrap(), None);
+        // Ahead with other content: same content, higher version.
+        let far = v + 1_000_000_000;
+        let new = p.resync_above(far, 0xbad).unwrap().unwrap();
+        assert!(new > far);
+        let current = p.current().unwrap();
+        assert_eq!((current.version(), current.hash()), (new, hash));
+        // Later publishes stay above what dataplanes reported.
+        assert!(published_version(p.publish(&catalog(2)).unwrap()) > new);
+    }
+}

@@ -1,0 +1,273 @@
+use super::*;
+
+const FILE: &str = "services.toml";
+
+const VALID: &str = r#"# two services
+[[service]]
+name = "web"
+listen = "127.0.0.1:18080"
+balance = "least-conn"
+maxconn = 100
+max_connections = 4000
+timeout_connect_ms = 1500
+timeout_idle_ms = 30000
+timeout_queue_ms = 250
+backends = [ { address = "127.0.0.1:19001", weight = 700 }, { address = "127.0.0.1:19002", state = "draining" } ]
+
+[[service]]
+name = "db"
+listen = "[::1]:15432"
+
+[[service.backends]]
+address = "[::1]:5432"
+weight = 1
+"#;
+
+fn error_text(text: &str) -> String {
+    match parse(text, FILE) {
+        Ok(catalog) => panic!("expected an error, parsed {catalog:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Asserts the report has a problem at `line` naming `field` and containing `needle`.
+fn assert_problem(text: &str, line: usize, field: &str, needle: &str) {
+    let report = error_text(text);
+    let found = report.lines().any(|l| {
+        l.starts_with(&format!("{FILE}:{line}:")) && l.contains(field) && l.contains(needle)
+    });
+    assert!(
+        found,
+        "no problem at line {line} naming {field:?} with {needle:?} in:\n{report}"
+    );
+}
+
+/// A one-service file with `backend` as the single backend's inline table, on line 4.
+fn with_backend(backend: &str) -> String {
+    format!("[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\nbackends = [ {backend} ]\n")
+}
+
+#[test]
+fn valid_file_round_trips() {
+    let catalog = parse(VALID, FILE).unwrap();
+    let web = Service {
+        name: "web".into(),
+        listen: "127.0.0.1:18080".parse().unwrap(),
+        balance: Balance::LeastConn,
+        maxconn: Some(100),
+        max_connections: Some(4000),
+        timeouts: ServiceTimeouts {
+            connect_ms: Some(1500),
+            idle_ms: Some(30000),
+            queue_ms: Some(250),
+        },
+        instances: vec![
+            Instance {
+                address: "127.0.0.1:19001".parse().unwrap(),
+                weight: 700,
+                state: BackendState::Active,
+            },
+            Instance {
+                address: "127.0.0.1:19002".parse().unwrap(),
+                weight: DEFAULT_WEIGHT,
+                state: BackendState::Draining,
+            },
+        ],
+    };
+    let db = Service {
+        name: "db".into(),
+        listen: "[::1]:15432".parse().unwrap(),
+        balance: Balance::RoundRobin,
+        maxconn: None,
+        max_connections: None,
+        timeouts: ServiceTimeouts::default(),
+        instances: vec![Instance {
+            address: "[::1]:5432".parse().unwrap(),
+            weight: 1,
+            state: BackendState::Active,
+        }],
+    };
+    assert_eq!(
+        catalog,
+        Catalog {
+            services: vec![web, db]
+        }
+    );
+}
+
+#[test]
+fn a_blank_file_is_refused_but_a_commented_one_is_empty() {
+    assert_problem(" \n", 1, "document", "file is empty");
+    assert_eq!(
+        parse("# no services yet\n", FILE).unwrap(),
+        Catalog::default()
+    );
+}
+
+#[test]
+fn weight_zero_names_line_and_field() {
+    let text = with_backend(r#"{ address = "127.0.0.1:19001", weight = 0 }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[0].weight"#,
+        "0 is outside 1..=1000",
+    );
+    // The column points at the value.
+    assert!(
+        error_text(&text).starts_with("services.toml:4:54:"),
+        "{}",
+        error_text(&text)
+    );
+}
+
+#[test]
+fn weight_above_range_names_line_and_field() {
+    let text = with_backend(r#"{ address = "127.0.0.1:19001", weight = 1001 }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[0].weight"#,
+        "1001 is outside 1..=1000",
+    );
+}
+
+#[test]
+fn weight_of_the_wrong_type_names_line_and_field() {
+    let text = with_backend(r#"{ address = "127.0.0.1:19001", weight = "abc" }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[0].weight"#,
+        "expected an integer",
+    );
+    // Same under a [[service.backends]] header, second backend.
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n\
+                [[service.backends]]\naddress = \"127.0.0.1:2\"\n\
+                [[service.backends]]\naddress = \"127.0.0.1:3\"\nweight = 1.5\n";
+    assert_problem(text, 8, r#"service "web" backends[1].weight"#, "1.5");
+}
+
+#[test]
+fn duplicate_listen_names_both_services() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\n\n\
+                [[service]]\nname = \"api\"\nlisten = \"127.0.0.1:18080\"\n";
+    assert_problem(
+        text,
+        7,
+        r#"service "api" listen"#,
+        r#"service "web" (line 3)"#,
+    );
+}
+
+#[test]
+fn duplicate_name_points_at_the_second() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\n\n\
+                [[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18081\"\n";
+    assert_problem(
+        text,
+        6,
+        r#"service "web" name"#,
+        "duplicate service name, first defined at line 2",
+    );
+}
+
+#[test]
+fn broken_toml_names_line_and_key() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \n";
+    assert_problem(text, 3, "listen", "invalid TOML");
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\n[[service\n";
+    assert_problem(text, 4, "[[service", "invalid TOML");
+}
+
+#[test]
+fn maxconn_zero_is_an_error_never_unlimited() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\nmaxconn = 0\n";
+    assert_problem(
+        text,
+        4,
+        r#"service "web" maxconn"#,
+        "must be at least 1, got 0",
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\nmax_conn = 5\n";
+    assert_problem(
+        text,
+        4,
+        r#"service "web" max_conn"#,
+        "unknown field `max_conn`",
+    );
+    let text = with_backend(r#"{ address = "127.0.0.1:19001", wieght = 5 }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[0].wieght"#,
+        "unknown field",
+    );
+    let text = "services = 1\n";
+    assert_problem(text, 1, "services", "unknown key");
+}
+
+#[test]
+fn bad_addresses_say_expected_ip_port() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \"localhost:80\"\n";
+    assert_problem(text, 3, r#"service "web" listen"#, "expected IP:port");
+    let text = with_backend(r#"{ address = "127.0.0.1" }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[0].address"#,
+        "expected IP:port",
+    );
+    let text = with_backend(r#"{ address = "127.0.0.1:0" }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[0].address"#,
+        "port must not be 0",
+    );
+}
+
+#[test]
+fn other_checks_name_their_fields() {
+    let text = "[[service]]\nname = \"\"\nlisten = \"127.0.0.1:1\"\n";
+    assert_problem(text, 2, "service[0] name", "must not be empty");
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\ntimeout_idle_ms = -5\n";
+    assert_problem(text, 4, r#"service "web" timeout_idle_ms"#, "at least 1");
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:1\"\nbalance = \"random\"\n";
+    assert_problem(text, 4, r#"service "web" balance"#, "least-conn");
+    let text = with_backend(r#"{ address = "127.0.0.1:2", state = "up" }"#);
+    assert_problem(&text, 4, r#"service "web" backends[0].state"#, "draining");
+    let text = with_backend(r#"{ address = "127.0.0.1:2" }, { address = "127.0.0.1:2" }"#);
+    assert_problem(
+        &text,
+        4,
+        r#"service "web" backends[1].address"#,
+        "backends[0]",
+    );
+    let text = "[[service]]\nname = \"web\"\n";
+    assert_problem(text, 1, r#"service "web""#, "missing field `listen`");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = "[[service]]\nname = \"a\"\nlisten = \"nope\"\nmaxconn = 0\n\n\
+                [[service]]\nname = \"b\"\nlisten = \"127.0.0.1:1\"\nbogus = true\n\n\
+                [[service]]\nname = \"c\"\nlisten = \"127.0.0.1:2\"\n\
+                backends = [ { address = \"127.0.0.1:3\", weight = 0 } ]\n";
+    let err = parse(text, FILE).unwrap_err();
+    let lines: Vec<usize> = err.problems().iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![3, 4, 9, 14], "{err}");
+}
+
+#[test]
+fn duplicates_are_found_next_to_other_mistakes() {
+    let text = "[[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\nmaxconn = 0\n\n\
+                [[service]]\nname = \"web\"\nlisten = \"127.0.0.1:18080\"\n";
+    let err = parse(text, FILE).unwrap_err();
+    let lines: Vec<usize> = err.problems().iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![4, 7, 8], "{err}");
+}
