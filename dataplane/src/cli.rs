@@ -14,7 +14,11 @@ use crate::worker::forward::ForwardMode;
 #[command(name = "ringway-dataplane", version, about)]
 pub struct Config {
     /// Controlplane socket to subscribe to.
-    #[arg(long, env = "RINGWAY_SOCKET", default_value = "/run/ringway/control.sock")]
+    #[arg(
+        long,
+        env = "RINGWAY_SOCKET",
+        default_value = "/run/ringway/control.sock"
+    )]
     pub socket: PathBuf,
 
     /// Worker threads; 0 means one per core. Each is pinned to a core and has its own ring and listeners.
@@ -23,12 +27,21 @@ pub struct Config {
 
     /// Where the last applied snapshot is kept, so a restart serves at once even while the controlplane
     /// is unreachable. An empty value disables it.
-    #[arg(long, env = "RINGWAY_STATE_FILE", default_value = "/var/lib/ringway/dataplane.snapshot")]
+    #[arg(
+        long,
+        env = "RINGWAY_STATE_FILE",
+        default_value = "/var/lib/ringway/dataplane.snapshot"
+    )]
     pub state_file: PathBuf,
 
     /// How bytes move: io_uring readiness + inline splice(2) (poll-splice), IORING_OP_SPLICE on io-wq
     /// threads (uring-splice), or recv/send through buffers (copy).
-    #[arg(long, env = "RINGWAY_FORWARD", value_enum, default_value = "poll-splice")]
+    #[arg(
+        long,
+        env = "RINGWAY_FORWARD",
+        value_enum,
+        default_value = "poll-splice"
+    )]
     pub forward: ForwardMode,
 
     /// On SIGTERM/SIGINT, how long established connections may take to finish before they are reset.

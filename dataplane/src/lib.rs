@@ -52,7 +52,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     };
     let wakers = Arc::new(Wakers::new(workers).context("creating worker eventfds")?);
     let published = Arc::new(Published::new(Arc::clone(&wakers)));
-    let stats: Vec<Arc<WorkerStats>> = (0..workers).map(|_| Arc::new(WorkerStats::default())).collect();
+    let stats: Vec<Arc<WorkerStats>> = (0..workers)
+        .map(|_| Arc::new(WorkerStats::default()))
+        .collect();
     let configs = (0..workers)
         .map(|index| WorkerConfig {
             index,
@@ -68,8 +70,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             drain_timeout: config.drain_timeout,
         })
         .collect();
-    let handles =
-        spawn_workers(configs, &published, &stats).map_err(|e| probe::explain(e, config.ring_entries))?;
+    let handles = spawn_workers(configs, &published, &stats)
+        .map_err(|e| probe::explain(e, config.ring_entries))?;
     tracing::info!(workers, forward = ?config.forward, pinned = !config.no_pin, "workers started");
 
     let state_file = (!config.state_file.as_os_str().is_empty()).then(|| config.state_file.clone());
@@ -90,10 +92,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || subscriber.run())
         .context("starting the subscriber thread")?;
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
     loop {
         if let Some(signal) = signals.pending().next() {
-            tracing::info!(signal, drain_timeout_s = config.drain_timeout.as_secs_f64(), "stopping: no new connections, draining");
+            tracing::info!(
+                signal,
+                drain_timeout_s = config.drain_timeout.as_secs_f64(),
+                "stopping: no new connections, draining"
+            );
             break;
         }
         if let Some(dead) = handles.iter().position(|h| h.is_finished()) {
@@ -106,7 +113,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     for (index, handle) in handles.into_iter().enumerate() {
         match handle.join() {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(worker = index, error = %e, "worker failed while draining"),
+            Ok(Err(e)) => {
+                tracing::error!(worker = index, error = %e, "worker failed while draining")
+            }
             Err(_) => tracing::error!(worker = index, "worker panicked while draining"),
         }
     }
@@ -124,7 +133,9 @@ fn hostname() -> String {
 pub fn init_logging(format: cli::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         cli::LogFormat::Text => builder.init(),
         cli::LogFormat::Json => builder.json().init(),

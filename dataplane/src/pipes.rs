@@ -62,9 +62,14 @@ impl PipePool {
         }
         let (read, write) = sys::pipe()?;
         // The kernel may refuse a large size (fs.pipe-max-size, per-user limits); the default still works.
-        let capacity = sys::set_pipe_size(write.as_fd(), self.pipe_size).unwrap_or(DEFAULT_PIPE_CAPACITY);
+        let capacity =
+            sys::set_pipe_size(write.as_fd(), self.pipe_size).unwrap_or(DEFAULT_PIPE_CAPACITY);
         self.created += 1;
-        Ok(Pipe { read, write, capacity })
+        Ok(Pipe {
+            read,
+            write,
+            capacity,
+        })
     }
 
     /// Returns a pipe that is empty. A pipe that may still hold bytes must be dropped instead, or the
@@ -104,7 +109,10 @@ pub struct BufferPool {
 
 impl BufferPool {
     pub fn new(size: usize) -> Self {
-        Self { idle: Vec::new(), size }
+        Self {
+            idle: Vec::new(),
+            size,
+        }
     }
 
     pub fn take(&mut self) -> Buffer {
@@ -142,7 +150,9 @@ mod tests {
     #[test]
     fn idle_pool_is_bounded() {
         let mut pool = PipePool::new(64 * 1024);
-        let pipes: Vec<_> = (0..MAX_IDLE_PIPES + 5).map(|_| pool.take().unwrap()).collect();
+        let pipes: Vec<_> = (0..MAX_IDLE_PIPES + 5)
+            .map(|_| pool.take().unwrap())
+            .collect();
         for pipe in pipes {
             pool.give_back(pipe);
         }

@@ -25,7 +25,9 @@ pub enum ProbeError {
          `ulimit -l unlimited`, or `--ulimit memlock=-1` for containers, or lower --ring-entries"
     )]
     Memlock { entries: u32, limit: String },
-    #[error("this kernel has no io_uring ({source}); Ringway needs Linux 6.1 or newer with CONFIG_IO_URING")]
+    #[error(
+        "this kernel has no io_uring ({source}); Ringway needs Linux 6.1 or newer with CONFIG_IO_URING"
+    )]
     Missing { source: io::Error },
     #[error(
         "this kernel's io_uring lacks features Ringway needs ({what}); Linux 6.1 or newer is required"
@@ -74,7 +76,9 @@ pub fn check(entries: u32, needs_uring_splice: bool) -> Result<(), ProbeError> {
 
 /// Turns a ring creation error into its cause and fix.
 pub fn explain(error: io::Error, entries: u32) -> ProbeError {
-    let sysctl = std::fs::read_to_string(SYSCTL).map(|s| s.trim().to_string()).ok();
+    let sysctl = std::fs::read_to_string(SYSCTL)
+        .map(|s| s.trim().to_string())
+        .ok();
     match error.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => match sysctl {
             Some(value) if value != "0" => ProbeError::DisabledBySysctl { value },
@@ -112,10 +116,16 @@ mod tests {
     #[test]
     fn errors_name_cause_and_fix() {
         let memlock = explain(io::Error::from_raw_os_error(libc::ENOMEM), 1024).to_string();
-        assert!(memlock.contains("RLIMIT_MEMLOCK") && memlock.contains("LimitMEMLOCK="), "{memlock}");
+        assert!(
+            memlock.contains("RLIMIT_MEMLOCK") && memlock.contains("LimitMEMLOCK="),
+            "{memlock}"
+        );
         let old = explain(io::Error::from_raw_os_error(libc::EINVAL), 1024).to_string();
         assert!(old.contains("6.1"), "{old}");
         let perm = explain(io::Error::from_raw_os_error(libc::EPERM), 1024).to_string();
-        assert!(perm.contains("io_uring_disabled") || perm.contains("seccomp"), "{perm}");
+        assert!(
+            perm.contains("io_uring_disabled") || perm.contains("seccomp"),
+            "{perm}"
+        );
     }
 }

@@ -24,7 +24,12 @@ pub fn load(path: &Path) -> Result<Option<Snapshot>, StateFileError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StateFileError::Io { path: path.into(), source }),
+        Err(source) => {
+            return Err(StateFileError::Io {
+                path: path.into(),
+                source,
+            });
+        }
     };
     match wire::decode_frame(&bytes) {
         Ok(Message::Snapshot(snapshot)) => Ok(Some(*snapshot)),
@@ -32,20 +37,33 @@ pub fn load(path: &Path) -> Result<Option<Snapshot>, StateFileError> {
             path: path.into(),
             kind: other.kind(),
         }),
-        Err(source) => Err(StateFileError::Corrupt { path: path.into(), source }),
+        Err(source) => Err(StateFileError::Corrupt {
+            path: path.into(),
+            source,
+        }),
     }
 }
 
 /// Replaces the saved snapshot atomically.
 pub fn store(path: &Path, snapshot: &Snapshot) -> Result<(), StateFileError> {
-    let io_err = |source| StateFileError::Io { path: path.into(), source };
+    let io_err = |source| StateFileError::Io {
+        path: path.into(),
+        source,
+    };
     let frame = wire::encode_frame(&Message::Snapshot(Box::new(snapshot.clone())))
         .map_err(|e| io_err(io::Error::other(e.to_string())))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err)?;
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
         file.write_all(&frame)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

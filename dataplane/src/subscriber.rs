@@ -67,7 +67,13 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(socket: PathBuf, name: String, published: Arc<Published>, builder: TableBuilder, state_file: Option<PathBuf>) -> Self {
+    pub fn new(
+        socket: PathBuf,
+        name: String,
+        published: Arc<Published>,
+        builder: TableBuilder,
+        state_file: Option<PathBuf>,
+    ) -> Self {
         Self {
             socket,
             name,
@@ -113,8 +119,10 @@ impl Subscriber {
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "snapshot applied"
         );
-        if let Some(path) = &self.state_file {
-            if let Err(e) = state_file::store(path, &snapshot) {
+        if let Some(path) = &self.state_file
+            && let Err(e) = state_file::store(path, &snapshot)
+        {
+            {
                 tracing::warn!(error = %e, "could not save the state file; a restart would start without routes until the controlplane answers");
             }
         }
@@ -124,13 +132,19 @@ impl Subscriber {
 
     /// Applies the state file's snapshot, if there is a usable one.
     pub fn restore(&mut self) {
-        let Some(path) = self.state_file.clone() else { return };
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
         match state_file::load(&path) {
             Ok(Some(snapshot)) => {
                 let version = snapshot.version;
                 match self.apply(snapshot) {
-                    Ok(()) => tracing::info!(version, path = %path.display(), "serving the saved snapshot until the controlplane answers"),
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "saved snapshot not applied"),
+                    Ok(()) => {
+                        tracing::info!(version, path = %path.display(), "serving the saved snapshot until the controlplane answers")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "saved snapshot not applied")
+                    }
                 }
             }
             Ok(None) => tracing::info!(path = %path.display(), "no saved snapshot yet"),
@@ -168,15 +182,25 @@ impl Subscriber {
     }
 
     fn session(&mut self) -> Result<(), SessionError> {
-        let mut stream = UnixStream::connect(&self.socket).map_err(|source| SessionError::Connect {
-            path: self.socket.clone(),
-            source,
-        })?;
+        let mut stream =
+            UnixStream::connect(&self.socket).map_err(|source| SessionError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
         stream
             .set_read_timeout(Some(READ_TICK))
-            .map_err(|source| SessionError::Connect { path: self.socket.clone(), source })?;
-        let (version, hash) = self.applied.as_ref().map_or((0, 0), |s| (s.version, s.hash));
-        wire::write_message(&mut stream, &Message::Hello(Hello::new(Role::Dataplane, &self.name, version, hash)))?;
+            .map_err(|source| SessionError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (version, hash) = self
+            .applied
+            .as_ref()
+            .map_or((0, 0), |s| (s.version, s.hash));
+        wire::write_message(
+            &mut stream,
+            &Message::Hello(Hello::new(Role::Dataplane, &self.name, version, hash)),
+        )?;
         let mut decoder = FrameDecoder::new();
         let mut greeted = false;
         let mut last_heard = Instant::now();
@@ -204,7 +228,11 @@ impl Subscriber {
                     }
                 }
                 Ok(None) => return Err(SessionError::Closed),
-                Err(wire::WireError::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(wire::WireError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
                 Err(e) => return Err(e.into()),
             }
             if last_heard.elapsed() > PING_INTERVAL * 3 {
@@ -237,7 +265,10 @@ impl Subscriber {
             Message::Ping { nonce } => Some(Message::Pong { nonce }),
             Message::Pong { .. } => None,
             other => {
-                tracing::warn!(kind = other.kind(), "unexpected message from the controlplane ignored");
+                tracing::warn!(
+                    kind = other.kind(),
+                    "unexpected message from the controlplane ignored"
+                );
                 None
             }
         }

@@ -55,7 +55,8 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// Resizes a pipe; returns the size the kernel granted (it rounds up to a power of two pages).
 pub fn set_pipe_size(pipe: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
     // SAFETY: F_SETPIPE_SZ takes an int argument and touches no memory of ours.
-    let granted = check(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })?;
+    let granted =
+        check(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) })?;
     Ok(granted as usize)
 }
 
@@ -84,10 +85,18 @@ pub fn eventfd_drain(fd: BorrowedFd<'_>) {
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family, with `TCP_NODELAY`.
 pub fn tcp_socket_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: socket has no pointer arguments.
     let fd = check(unsafe {
-        libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
     })?;
     // SAFETY: the descriptor was just created and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -95,7 +104,12 @@ pub fn tcp_socket_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn setsockopt_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: passes a pointer to a live c_int together with its exact size.
     check(unsafe {
         libc::setsockopt(
@@ -117,7 +131,10 @@ pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
 /// Makes the next close send RST instead of FIN: used when bytes could not be delivered, so the peer
 /// learns its stream was cut instead of seeing a clean (and silently truncated) end.
 pub fn set_linger_zero(fd: BorrowedFd<'_>) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: passes a pointer to a live `linger` together with its exact size. Failure only means the
     // close is graceful instead of abortive, so it is ignored.
     let _ = unsafe {
@@ -156,13 +173,21 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: the kernel reads at most `buf.len()` bytes from memory we borrow.
     check_size(unsafe {
-        libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
     })
 }
 
 /// The soft RLIMIT_MEMLOCK in bytes (`Some(None)` = unlimited), or `None` if it cannot be read.
 pub fn memlock_limit() -> Option<Option<u64>> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one rlimit into memory we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         return None;

@@ -349,7 +349,8 @@ mod tests {
 
     #[test]
     fn each_invariant_names_its_field() {
-        let cases: Vec<(Box<dyn FnMut(&mut Snapshot)>, &str)> = vec![
+        type Edit = Box<dyn FnMut(&mut Snapshot)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|s| s.clusters[0].backends[0].weight = 0),
                 "clusters[web].backends[0].weight",

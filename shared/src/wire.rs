@@ -477,12 +477,7 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let mut decoder = FrameDecoder::new();
             decoder.feed(&bytes);
-            loop {
-                match decoder.next_message() {
-                    Ok(Some(_)) => continue,
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            while let Ok(Some(_)) = decoder.next_message() {}
         }
 
         /// A valid length prefix followed by random payload bytes is refused, never a panic.

@@ -60,7 +60,9 @@ impl Server {
                     match listener.accept() {
                         Ok((stream, _)) => {
                             stream.set_nonblocking(false).unwrap();
-                            stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                            stream
+                                .set_read_timeout(Some(Duration::from_secs(60)))
+                                .unwrap();
                             counters.opened();
                             let (counters, handler) = (counters.clone(), handler.clone());
                             thread::spawn(move || {
@@ -73,7 +75,11 @@ impl Server {
                 }
             });
         }
-        Self { port, counters, stop }
+        Self {
+            port,
+            counters,
+            stop,
+        }
     }
 }
 
@@ -164,7 +170,12 @@ pub fn read_name(stream: &mut TcpStream) -> std::io::Result<String> {
     let mut byte = [0u8; 1];
     loop {
         match stream.read(&mut byte)? {
-            0 => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before the name")),
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed before the name",
+                ));
+            }
             _ if byte[0] == b'\n' => break,
             _ => name.push(byte[0]),
         }

@@ -34,19 +34,34 @@ impl FakeControlplane {
     /// Accepts the next dataplane and exchanges hellos.
     pub fn accept(&self) -> Session {
         let (mut stream, _) = self.listener.accept().unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let mut decoder = FrameDecoder::new();
-        let Some(Message::Hello(hello)) = wire::read_message(&mut stream, &mut decoder).unwrap() else {
+        let Some(Message::Hello(hello)) = wire::read_message(&mut stream, &mut decoder).unwrap()
+        else {
             panic!("the dataplane did not start with hello");
         };
-        wire::write_message(&mut stream, &Message::Hello(Hello::new(Role::Controlplane, "fake", 0, 0))).unwrap();
-        Session { stream, decoder, hello }
+        wire::write_message(
+            &mut stream,
+            &Message::Hello(Hello::new(Role::Controlplane, "fake", 0, 0)),
+        )
+        .unwrap();
+        Session {
+            stream,
+            decoder,
+            hello,
+        }
     }
 }
 
 impl Session {
     pub fn send(&mut self, snapshot: &Snapshot) {
-        wire::write_message(&mut self.stream, &Message::Snapshot(Box::new(snapshot.clone()))).unwrap();
+        wire::write_message(
+            &mut self.stream,
+            &Message::Snapshot(Box::new(snapshot.clone())),
+        )
+        .unwrap();
     }
 
     /// The next message other than ping/pong.
@@ -56,7 +71,9 @@ impl Session {
                 .unwrap()
                 .expect("dataplane closed the session");
             match message {
-                Message::Ping { nonce } => wire::write_message(&mut self.stream, &Message::Pong { nonce }).unwrap(),
+                Message::Ping { nonce } => {
+                    wire::write_message(&mut self.stream, &Message::Pong { nonce }).unwrap()
+                }
                 Message::Pong { .. } => {}
                 other => return other,
             }

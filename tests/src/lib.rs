@@ -6,11 +6,14 @@
 
 pub mod backends;
 pub mod fake_controlplane;
+pub mod harness;
 pub mod net;
 pub mod procs;
 pub mod services;
+pub mod traffic;
 
-pub use backends::{EchoBackend, NamedBackend};
+pub use backends::{EchoBackend, NamedBackend, read_name};
+pub use harness::Harness;
 pub use net::{free_port, wait_until};
 pub use procs::{Controlplane, Dataplane};
 pub use services::{Service, ServicesFile};

@@ -13,12 +13,14 @@ use crate::net::wait_until;
 
 /// Path of a built binary.
 pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("RINGWAY_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        target.join("debug")
-    });
+    let dir = std::env::var_os("RINGWAY_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("debug")
+        });
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -40,7 +42,10 @@ impl Proc {
         let mut command = Command::new(bin(name));
         command
             .args(args)
-            .env("RUST_LOG", std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RINGWAY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("RUST_BACKTRACE", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -48,7 +53,9 @@ impl Proc {
         for (k, v) in envs {
             command.env(k, v);
         }
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Self { child, log }
     }
 
@@ -109,7 +116,11 @@ impl Drop for Proc {
             let _ = self.child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("---- log of {} ----\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "---- log of {} ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
@@ -139,8 +150,14 @@ impl Controlplane {
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique(dir, "controlplane", "log");
         let mut proc = Proc::spawn("ringway-controlplane", &args, log, &[]);
-        let up = wait_until(Duration::from_secs(15), || socket.exists() || proc.try_wait().is_some());
-        assert!(up && proc.try_wait().is_none(), "controlplane did not start:\n{}", proc.log_text());
+        let up = wait_until(Duration::from_secs(15), || {
+            socket.exists() || proc.try_wait().is_some()
+        });
+        assert!(
+            up && proc.try_wait().is_none(),
+            "controlplane did not start:\n{}",
+            proc.log_text()
+        );
         Self {
             proc,
             socket: socket.to_path_buf(),

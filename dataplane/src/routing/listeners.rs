@@ -64,17 +64,31 @@ fn bind_one(address: SocketAddr) -> Result<OwnedFd, ListenerError> {
         action,
         source,
     };
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM.nonblocking().cloexec(), None)
-        .map_err(|e| fail("create a socket", e))?;
-    socket.set_reuse_address(true).map_err(|e| fail("set SO_REUSEADDR", e))?;
-    socket.set_reuse_port(true).map_err(|e| fail("set SO_REUSEPORT", e))?;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )
+    .map_err(|e| fail("create a socket", e))?;
+    socket
+        .set_reuse_address(true)
+        .map_err(|e| fail("set SO_REUSEADDR", e))?;
+    socket
+        .set_reuse_port(true)
+        .map_err(|e| fail("set SO_REUSEPORT", e))?;
     if address.is_ipv6() {
         // Lets an IPv4 listener on the same port coexist with an IPv6 one.
-        socket.set_only_v6(true).map_err(|e| fail("set IPV6_V6ONLY", e))?;
+        socket
+            .set_only_v6(true)
+            .map_err(|e| fail("set IPV6_V6ONLY", e))?;
     }
-    socket.set_tcp_nodelay(true).map_err(|e| fail("set TCP_NODELAY", e))?;
+    socket
+        .set_tcp_nodelay(true)
+        .map_err(|e| fail("set TCP_NODELAY", e))?;
     socket.bind(&address.into()).map_err(|e| fail("bind", e))?;
-    socket.listen(LISTEN_BACKLOG).map_err(|e| fail("listen", e))?;
+    socket
+        .listen(LISTEN_BACKLOG)
+        .map_err(|e| fail("listen", e))?;
     Ok(socket.into())
 }
 

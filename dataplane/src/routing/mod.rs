@@ -15,5 +15,7 @@ pub mod wake;
 pub use listeners::{ListenerError, ListenerSockets};
 pub use publish::{ApplyTimeout, Published};
 pub use slots::{BackendSlot, ClusterSlot, Lease};
-pub use table::{BuildError, ClusterRoute, ListenerRoute, RouteBackend, RoutingTable, TableBuilder};
+pub use table::{
+    BuildError, ClusterRoute, ListenerRoute, RouteBackend, RoutingTable, TableBuilder,
+};
 pub use wake::Wakers;

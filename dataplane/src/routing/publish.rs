@@ -37,7 +37,9 @@ impl Published {
         Self {
             table: ArcSwap::from_pointee(RoutingTable::empty()),
             wakers,
-            applied: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            applied: (0..workers)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
             applied_lock: Mutex::new(()),
             applied_changed: Condvar::new(),
             stopping: AtomicBool::new(false),

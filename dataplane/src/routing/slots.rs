@@ -34,7 +34,9 @@ impl Gauge {
     fn take(&self) -> bool {
         let limit = self.limit.load(Ordering::Relaxed);
         self.current
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -91,7 +93,9 @@ impl BackendSlot {
     /// A new snapshot may change the limit; connections above a lowered limit are not cut, they just
     /// keep new ones out until enough have ended.
     pub fn set_limit(&self, limit: Option<u32>) {
-        self.gauge.limit.store(limit.unwrap_or(UNLIMITED), Ordering::Relaxed);
+        self.gauge
+            .limit
+            .store(limit.unwrap_or(UNLIMITED), Ordering::Relaxed);
     }
 }
 
@@ -192,7 +196,11 @@ mod tests {
     use std::thread;
 
     fn cluster(limit: u32) -> Arc<ClusterSlot> {
-        Arc::new(ClusterSlot::new("c".into(), limit, Arc::new(Wakers::new(0).unwrap())))
+        Arc::new(ClusterSlot::new(
+            "c".into(),
+            limit,
+            Arc::new(Wakers::new(0).unwrap()),
+        ))
     }
 
     #[test]
@@ -229,7 +237,11 @@ mod tests {
         let first = Lease::acquire(&cluster, &a).unwrap();
         let _second = Lease::acquire(&cluster, &b).unwrap();
         assert!(Lease::acquire(&cluster, &a).is_none());
-        assert_eq!(a.active(), 1, "a refused cluster place takes nothing from the backend");
+        assert_eq!(
+            a.active(),
+            1,
+            "a refused cluster place takes nothing from the backend"
+        );
         drop(first);
         assert!(Lease::acquire(&cluster, &a).is_some());
     }
@@ -238,7 +250,9 @@ mod tests {
     fn lowering_a_limit_keeps_existing_leases() {
         let cluster = cluster(10);
         let backend = Arc::new(BackendSlot::new("127.0.0.1:1".parse().unwrap(), Some(3)));
-        let leases: Vec<_> = (0..3).map(|_| Lease::acquire(&cluster, &backend).unwrap()).collect();
+        let leases: Vec<_> = (0..3)
+            .map(|_| Lease::acquire(&cluster, &backend).unwrap())
+            .collect();
         backend.set_limit(Some(1));
         assert!(Lease::acquire(&cluster, &backend).is_none());
         drop(leases);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ringway_shared::{Balance, BackendState, Snapshot, Timeouts};
+use ringway_shared::{BackendState, Balance, Snapshot, Timeouts};
 
 use super::listeners::{ListenerError, ListenerSockets};
 use super::slots::{BackendSlot, ClusterSlot};
@@ -127,17 +127,23 @@ impl TableBuilder {
         let mut routes = Vec::with_capacity(snapshot.clusters.len());
         let mut cluster_index = HashMap::with_capacity(snapshot.clusters.len());
         for cluster in &snapshot.clusters {
-            let slot = self.clusters.get(&cluster.name).cloned().unwrap_or_else(|| {
-                Arc::new(ClusterSlot::new(cluster.name.clone(), cluster.max_connections, Arc::clone(&self.wakers)))
-            });
+            let slot = self
+                .clusters
+                .get(&cluster.name)
+                .cloned()
+                .unwrap_or_else(|| {
+                    Arc::new(ClusterSlot::new(
+                        cluster.name.clone(),
+                        cluster.max_connections,
+                        Arc::clone(&self.wakers),
+                    ))
+                });
             let mut route_backends = Vec::with_capacity(cluster.backends.len());
             for backend in &cluster.backends {
                 let key = (cluster.name.clone(), backend.address);
-                let backend_slot = self
-                    .backends
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(BackendSlot::new(backend.address, backend.max_connections)));
+                let backend_slot = self.backends.get(&key).cloned().unwrap_or_else(|| {
+                    Arc::new(BackendSlot::new(backend.address, backend.max_connections))
+                });
                 route_backends.push(RouteBackend {
                     slot: Arc::clone(&backend_slot),
                     weight: backend.weight,
@@ -173,7 +179,8 @@ impl TableBuilder {
         for cluster in &snapshot.clusters {
             clusters[&cluster.name].set_limit(cluster.max_connections);
             for backend in &cluster.backends {
-                backends[&(cluster.name.clone(), backend.address)].set_limit(backend.max_connections);
+                backends[&(cluster.name.clone(), backend.address)]
+                    .set_limit(backend.max_connections);
             }
         }
         self.listeners = opened;
@@ -205,7 +212,11 @@ mod tests {
     use ringway_shared::{Backend, Cluster, Listener, Protocol};
 
     fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     fn snapshot(version: u64, port: u16, backends: &[(u16, Option<u32>)]) -> Arc<Snapshot> {
@@ -246,14 +257,24 @@ mod tests {
     fn slots_and_sockets_persist_across_versions() {
         let port = free_port();
         let mut builder = builder();
-        let first = builder.build(snapshot(1, port, &[(1, Some(4)), (2, None)])).unwrap();
-        let second = builder.build(snapshot(2, port, &[(1, Some(2)), (3, None)])).unwrap();
+        let first = builder
+            .build(snapshot(1, port, &[(1, Some(4)), (2, None)]))
+            .unwrap();
+        let second = builder
+            .build(snapshot(2, port, &[(1, Some(2)), (3, None)]))
+            .unwrap();
         let b1_v1 = &first.clusters[0].backends[0].slot;
         let b1_v2 = &second.clusters[0].backends[0].slot;
         assert!(Arc::ptr_eq(b1_v1, b1_v2), "the same backend keeps its slot");
         assert_eq!(b1_v2.limit(), 2, "the new limit applies");
-        assert!(Arc::ptr_eq(&first.listeners[0].sockets, &second.listeners[0].sockets));
-        assert!(Arc::ptr_eq(&first.clusters[0].slot, &second.clusters[0].slot));
+        assert!(Arc::ptr_eq(
+            &first.listeners[0].sockets,
+            &second.listeners[0].sockets
+        ));
+        assert!(Arc::ptr_eq(
+            &first.clusters[0].slot,
+            &second.clusters[0].slot
+        ));
     }
 
     #[test]
@@ -264,8 +285,15 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let bad = snapshot(2, taken.local_addr().unwrap().port(), &[(1, Some(1))]);
         assert!(matches!(builder.build(bad), Err(BuildError::Listener(_))));
-        assert_eq!(good.clusters[0].backends[0].slot.limit(), 4, "limits untouched by a failed build");
+        assert_eq!(
+            good.clusters[0].backends[0].slot.limit(),
+            4,
+            "limits untouched by a failed build"
+        );
         let again = builder.build(snapshot(3, port, &[(1, Some(4))])).unwrap();
-        assert!(Arc::ptr_eq(&good.listeners[0].sockets, &again.listeners[0].sockets));
+        assert!(Arc::ptr_eq(
+            &good.listeners[0].sockets,
+            &again.listeners[0].sockets
+        ));
     }
 }

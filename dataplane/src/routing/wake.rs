@@ -14,7 +14,9 @@ pub struct Wakers {
 impl Wakers {
     pub fn new(workers: usize) -> io::Result<Self> {
         Ok(Self {
-            fds: (0..workers).map(|_| sys::eventfd()).collect::<io::Result<_>>()?,
+            fds: (0..workers)
+                .map(|_| sys::eventfd())
+                .collect::<io::Result<_>>()?,
         })
     }
 

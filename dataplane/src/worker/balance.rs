@@ -25,7 +25,10 @@ impl Tried {
     }
 
     pub fn push(&mut self, index: usize) {
-        debug_assert!(self.len < MAX_CONNECT_ATTEMPTS, "more attempts than allowed");
+        debug_assert!(
+            self.len < MAX_CONNECT_ATTEMPTS,
+            "more attempts than allowed"
+        );
         if self.len < MAX_CONNECT_ATTEMPTS {
             self.indices[self.len] = index;
             self.len += 1;
@@ -75,7 +78,11 @@ impl Balancer {
     }
 
     fn pick_with(&mut self, route: &ClusterRoute, tried: &Tried, policy: Balance) -> Pick {
-        debug_assert_eq!(self.current.len(), route.backends.len(), "balancer built for another table");
+        debug_assert_eq!(
+            self.current.len(),
+            route.backends.len(),
+            "balancer built for another table"
+        );
         let mut excluded = Excluded::default();
         loop {
             let mut any_candidate = false;
@@ -98,11 +105,18 @@ impl Balancer {
                 best = Some(match (policy, best) {
                     (_, None) => i,
                     (Balance::RoundRobin, Some(b)) => {
-                        let (ci, cb) = (self.current[i] + backend.weight as i64, self.current[b] + route.backends[b].weight as i64);
+                        let (ci, cb) = (
+                            self.current[i] + backend.weight as i64,
+                            self.current[b] + route.backends[b].weight as i64,
+                        );
                         if ci > cb { i } else { b }
                     }
                     (Balance::LeastConn, Some(b)) => {
-                        if less_loaded(route, i, b) { i } else { b }
+                        if less_loaded(route, i, b) {
+                            i
+                        } else {
+                            b
+                        }
                     }
                 });
             }
@@ -115,7 +129,10 @@ impl Balancer {
             match Lease::acquire(&route.slot, &route.backends[chosen].slot) {
                 Some(lease) => {
                     self.commit(route, policy, chosen, tried, &excluded);
-                    return Pick::Backend { index: chosen, lease };
+                    return Pick::Backend {
+                        index: chosen,
+                        lease,
+                    };
                 }
                 // The cluster-wide bound is what stopped us: no other backend can do better.
                 None if route.slot.is_full() => return Pick::Full,
@@ -126,14 +143,25 @@ impl Balancer {
     }
 
     /// Advances the round-robin state for a pick, over the same candidate set the pick considered.
-    fn commit(&mut self, route: &ClusterRoute, policy: Balance, chosen: usize, tried: &Tried, excluded: &Excluded) {
+    fn commit(
+        &mut self,
+        route: &ClusterRoute,
+        policy: Balance,
+        chosen: usize,
+        tried: &Tried,
+        excluded: &Excluded,
+    ) {
         self.rotation = self.rotation.wrapping_add(1);
         if policy != Balance::RoundRobin {
             return;
         }
         let mut total = 0i64;
         for (i, backend) in route.backends.iter().enumerate() {
-            if backend.accepting && !tried.contains(i) && !excluded.contains(i) && (i == chosen || backend.slot.has_room()) {
+            if backend.accepting
+                && !tried.contains(i)
+                && !excluded.contains(i)
+                && (i == chosen || backend.slot.has_room())
+            {
                 self.current[i] += backend.weight as i64;
                 total += backend.weight as i64;
             }
@@ -174,18 +202,30 @@ mod tests {
     use ringway_shared::Timeouts;
     use std::sync::Arc;
 
-    fn route(balance: Balance, weights: &[u16], limits: &[Option<u32>], cluster_limit: u32) -> ClusterRoute {
+    fn route(
+        balance: Balance,
+        weights: &[u16],
+        limits: &[Option<u32>],
+        cluster_limit: u32,
+    ) -> ClusterRoute {
         ClusterRoute {
             name: "t".into(),
             balance,
             timeouts: Timeouts::default(),
-            slot: Arc::new(ClusterSlot::new("t".into(), cluster_limit, Arc::new(Wakers::new(0).unwrap()))),
+            slot: Arc::new(ClusterSlot::new(
+                "t".into(),
+                cluster_limit,
+                Arc::new(Wakers::new(0).unwrap()),
+            )),
             backends: weights
                 .iter()
                 .zip(limits)
                 .enumerate()
                 .map(|(i, (&weight, &limit))| RouteBackend {
-                    slot: Arc::new(BackendSlot::new(format!("127.0.0.1:{}", 1000 + i).parse().unwrap(), limit)),
+                    slot: Arc::new(BackendSlot::new(
+                        format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                        limit,
+                    )),
                     weight,
                     accepting: true,
                 })
@@ -250,8 +290,12 @@ mod tests {
     fn full_backends_queue_and_tried_backends_are_skipped() {
         let r = route(Balance::RoundRobin, &[500, 500], &[Some(1), Some(1)], 1000);
         let mut balancer = Balancer::new(2);
-        let Pick::Backend { lease: a, .. } = balancer.pick(&r, &Tried::default()) else { panic!() };
-        let Pick::Backend { lease: b, .. } = balancer.pick(&r, &Tried::default()) else { panic!() };
+        let Pick::Backend { lease: a, .. } = balancer.pick(&r, &Tried::default()) else {
+            panic!()
+        };
+        let Pick::Backend { lease: b, .. } = balancer.pick(&r, &Tried::default()) else {
+            panic!()
+        };
         assert!(matches!(balancer.pick(&r, &Tried::default()), Pick::Full));
         drop(a);
         let mut tried = Tried::default();
@@ -265,7 +309,9 @@ mod tests {
     fn cluster_limit_queues_even_when_backends_have_room() {
         let r = route(Balance::LeastConn, &[500, 500], &[None, None], 1);
         let mut balancer = Balancer::new(2);
-        let Pick::Backend { lease, .. } = balancer.pick(&r, &Tried::default()) else { panic!() };
+        let Pick::Backend { lease, .. } = balancer.pick(&r, &Tried::default()) else {
+            panic!()
+        };
         assert!(matches!(balancer.pick(&r, &Tried::default()), Pick::Full));
         drop(lease);
     }
@@ -276,6 +322,9 @@ mod tests {
         r.backends[0].accepting = false;
         assert_eq!(counts(&r, 10), vec![0, 10]);
         r.backends[1].accepting = false;
-        assert!(matches!(Balancer::new(2).pick(&r, &Tried::default()), Pick::Exhausted));
+        assert!(matches!(
+            Balancer::new(2).pick(&r, &Tried::default()),
+            Pick::Exhausted
+        ));
     }
 }

@@ -133,8 +133,15 @@ impl Conn {
     }
 
     /// A direction's flow with its `(source, destination)` sockets. Only valid once a server socket exists.
-    pub fn flow_and_ends(&mut self, direction: Direction) -> (&mut Flow, BorrowedFd<'_>, BorrowedFd<'_>) {
-        let server = self.server.as_ref().expect("established connection has a server socket").as_fd();
+    pub fn flow_and_ends(
+        &mut self,
+        direction: Direction,
+    ) -> (&mut Flow, BorrowedFd<'_>, BorrowedFd<'_>) {
+        let server = self
+            .server
+            .as_ref()
+            .expect("established connection has a server socket")
+            .as_fd();
         let client = self.client.as_fd();
         match direction {
             Direction::Up => (&mut self.up, client, server),
@@ -147,7 +154,10 @@ impl Conn {
     }
 
     pub fn mark_pending(&mut self, op: OpKind) {
-        debug_assert!(!self.is_pending(op), "{op:?} submitted twice for one connection");
+        debug_assert!(
+            !self.is_pending(op),
+            "{op:?} submitted twice for one connection"
+        );
         self.pending |= op.bit();
     }
 
@@ -157,7 +167,10 @@ impl Conn {
 
     /// Ops still in the ring, for cancellation.
     pub fn pending_ops(&self) -> impl Iterator<Item = OpKind> + '_ {
-        ALL_CONN_OPS.iter().copied().filter(|op| self.is_pending(*op))
+        ALL_CONN_OPS
+            .iter()
+            .copied()
+            .filter(|op| self.is_pending(*op))
     }
 }
 
@@ -271,7 +284,11 @@ mod tests {
             name: "t".into(),
             balance: Balance::RoundRobin,
             timeouts: Timeouts::default(),
-            slot: Arc::new(ClusterSlot::new("t".into(), 1, Arc::new(Wakers::new(0).unwrap()))),
+            slot: Arc::new(ClusterSlot::new(
+                "t".into(),
+                1,
+                Arc::new(Wakers::new(0).unwrap()),
+            )),
             backends: Vec::new(),
         });
         Conn::new(OwnedFd::from(a), route, 1, 0)
@@ -285,7 +302,10 @@ mod tests {
         let (i2, g2) = slab.insert(conn());
         assert_eq!(i, i2);
         assert_ne!(g, g2);
-        assert!(slab.get_mut(i, g).is_none(), "a late completion for the old connection finds nothing");
+        assert!(
+            slab.get_mut(i, g).is_none(),
+            "a late completion for the old connection finds nothing"
+        );
         assert!(slab.get_mut(i2, g2).is_some());
         assert_eq!(slab.len(), 1);
     }

@@ -53,7 +53,13 @@ fn would_block(e: &io::Error) -> bool {
 }
 
 /// One turn of `poll-splice`: returns the next step and the bytes delivered.
-pub fn pump_splice(flow: &mut Flow, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, pools: &mut Pools, budget: usize) -> (Step, usize) {
+pub fn pump_splice(
+    flow: &mut Flow,
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    pools: &mut Pools,
+    budget: usize,
+) -> (Step, usize) {
     let mut delivered = 0;
     loop {
         if flow.in_transit > 0 {
@@ -96,11 +102,20 @@ pub fn pump_splice(flow: &mut Flow, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, po
 }
 
 /// One turn of `copy`: the same state machine as [`pump_splice`] through a user-space buffer.
-pub fn pump_copy(flow: &mut Flow, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, pools: &mut Pools, budget: usize) -> (Step, usize) {
+pub fn pump_copy(
+    flow: &mut Flow,
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    pools: &mut Pools,
+    budget: usize,
+) -> (Step, usize) {
     let mut delivered = 0;
     loop {
         if flow.in_transit > 0 {
-            let buffer = flow.buffer.as_mut().expect("bytes in transit live in a buffer");
+            let buffer = flow
+                .buffer
+                .as_mut()
+                .expect("bytes in transit live in a buffer");
             match sys::send(dst, &buffer.data[buffer.start..buffer.end]) {
                 Ok(n) => {
                     buffer.start += n;
@@ -139,18 +154,18 @@ pub fn pump_copy(flow: &mut Flow, src: BorrowedFd<'_>, dst: BorrowedFd<'_>, pool
 
 /// Returns an empty pipe to the pool. A pipe that still holds bytes is never pooled.
 pub fn release_pipe(flow: &mut Flow, pools: &mut Pools) {
-    if flow.in_transit == 0 {
-        if let Some(pipe) = flow.pipe.take() {
-            pools.pipes.give_back(pipe);
-        }
+    if flow.in_transit == 0
+        && let Some(pipe) = flow.pipe.take()
+    {
+        pools.pipes.give_back(pipe);
     }
 }
 
 fn release_buffer(flow: &mut Flow, pools: &mut Pools) {
-    if flow.in_transit == 0 {
-        if let Some(buffer) = flow.buffer.take() {
-            pools.buffers.give_back(buffer);
-        }
+    if flow.in_transit == 0
+        && let Some(buffer) = flow.buffer.take()
+    {
+        pools.buffers.give_back(buffer);
     }
 }
 
@@ -158,9 +173,13 @@ fn release_buffer(flow: &mut Flow, pools: &mut Pools) {
 #[derive(Debug)]
 pub enum UringStep {
     /// Splice from the source into the pipe (`len` bytes at most).
-    SpliceIn { len: u32 },
+    SpliceIn {
+        len: u32,
+    },
     /// Splice from the pipe to the destination.
-    SpliceOut { len: u32 },
+    SpliceOut {
+        len: u32,
+    },
     AwaitReadable,
     SourceDone,
     Failed(io::Error),

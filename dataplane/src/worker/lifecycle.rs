@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use crate::sys;
 
+use super::TURN_BUDGET;
 use super::Worker;
 use super::balance::{self, MAX_CONNECT_ATTEMPTS, Pick};
 use super::conn::{Conn, Direction, Phase, op_for};
 use super::forward::{self, ForwardMode, Step, UringStep};
 use super::ring::{Completion, OpKind};
-use super::TURN_BUDGET;
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +37,26 @@ impl Worker {
     /// Chooses a backend and connects, or queues, or gives up.
     fn dispatch(&mut self, index: u32, generation: u32) {
         let pick = {
-            let Some(conn) = self.conns.get(index, generation) else { return };
-            let cluster = self.table.clusters.iter().position(|c| Arc::ptr_eq(c, &conn.route));
+            let Some(conn) = self.conns.get(index, generation) else {
+                return;
+            };
+            let cluster = self
+                .table
+                .clusters
+                .iter()
+                .position(|c| Arc::ptr_eq(c, &conn.route));
             match cluster {
-                Some(c) if conn.table_version == self.table.version => self.balancers[c].pick(&conn.route, &conn.tried),
+                Some(c) if conn.table_version == self.table.version => {
+                    self.balancers[c].pick(&conn.route, &conn.tried)
+                }
                 _ => balance::pick_stateless(&conn.route, &conn.tried),
             }
         };
         match pick {
-            Pick::Backend { index: backend, lease } => self.connect(index, generation, backend, lease),
+            Pick::Backend {
+                index: backend,
+                lease,
+            } => self.connect(index, generation, backend, lease),
             Pick::Full => self.enqueue(index, generation),
             Pick::Exhausted => {
                 self.stats.no_backend.inc();
@@ -55,7 +66,9 @@ impl Worker {
     }
 
     fn enqueue(&mut self, index: u32, generation: u32) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         if conn.phase == Phase::Queued {
             // Already waiting (a retry found everything full again): keep its place and deadline.
             self.queue.push_back((index, generation));
@@ -82,7 +95,9 @@ impl Worker {
     /// Gives every queued connection a chance, in arrival order.
     pub(super) fn serve_queue(&mut self) {
         for _ in 0..self.queue.len() {
-            let Some((index, generation)) = self.queue.pop_front() else { break };
+            let Some((index, generation)) = self.queue.pop_front() else {
+                break;
+            };
             match self.conns.get(index, generation) {
                 Some(conn) if conn.phase == Phase::Queued => self.dispatch(index, generation),
                 _ => {}
@@ -91,8 +106,16 @@ impl Worker {
         self.stats.queued.set(self.queue.len() as u64);
     }
 
-    fn connect(&mut self, index: u32, generation: u32, backend: usize, lease: crate::routing::Lease) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+    fn connect(
+        &mut self,
+        index: u32,
+        generation: u32,
+        backend: usize,
+        lease: crate::routing::Lease,
+    ) {
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         if conn.phase == Phase::Queued {
             conn.route.slot.remove_waiter();
         }
@@ -116,11 +139,20 @@ impl Worker {
         conn.server = Some(socket);
         conn.mark_pending(OpKind::Connect);
         conn.mark_pending(OpKind::ConnectTimeout);
-        self.ring.connect(fd, &slot.sockaddr, timeout, op_for(OpKind::Connect, index, generation));
+        self.ring.connect(
+            fd,
+            &slot.sockaddr,
+            timeout,
+            op_for(OpKind::Connect, index, generation),
+        );
     }
 
     pub(super) fn on_conn_completion(&mut self, completion: Completion) {
-        let (index, generation, kind) = (completion.op.index, completion.op.generation, completion.op.kind);
+        let (index, generation, kind) = (
+            completion.op.index,
+            completion.op.generation,
+            completion.op.kind,
+        );
         let Some(conn) = self.conns.get_mut(index, generation) else {
             debug_assert!(false, "completion {kind:?} for a freed connection slot");
             return;
@@ -154,11 +186,15 @@ impl Worker {
     /// Acts on a connect once both it and its linked timeout have completed, so the ring holds nothing of
     /// this attempt when the next one starts.
     fn connect_settled(&mut self, index: u32, generation: u32) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         if conn.is_pending(OpKind::Connect) || conn.is_pending(OpKind::ConnectTimeout) {
             return;
         }
-        let Some(result) = conn.connect_result.take() else { return };
+        let Some(result) = conn.connect_result.take() else {
+            return;
+        };
         if result == 0 {
             conn.phase = Phase::Established;
             conn.last_active_ms = self.now_ms;
@@ -172,7 +208,8 @@ impl Worker {
             return;
         }
         let slot = &conn.route.backends[conn.backend].slot;
-        slot.connect_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        slot.connect_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if result == -libc::ECANCELED {
             self.stats.connect_timeouts.inc();
         } else {
@@ -196,19 +233,31 @@ impl Worker {
     }
 
     fn await_readable(&mut self, index: u32, generation: u32, direction: Direction) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         let (_, source, _) = conn.flow_and_ends(direction);
         let fd = source.as_raw_fd();
         conn.mark_pending(direction.poll_op());
-        self.ring.poll(fd, libc::POLLIN, op_for(direction.poll_op(), index, generation));
+        self.ring.poll(
+            fd,
+            libc::POLLIN,
+            op_for(direction.poll_op(), index, generation),
+        );
     }
 
     fn await_writable(&mut self, index: u32, generation: u32, direction: Direction) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         let (_, _, destination) = conn.flow_and_ends(direction);
         let fd = destination.as_raw_fd();
         conn.mark_pending(direction.poll_op());
-        self.ring.poll(fd, libc::POLLOUT, op_for(direction.poll_op(), index, generation));
+        self.ring.poll(
+            fd,
+            libc::POLLOUT,
+            op_for(direction.poll_op(), index, generation),
+        );
     }
 
     fn on_ready(&mut self, index: u32, generation: u32, direction: Direction, result: i32) {
@@ -225,13 +274,17 @@ impl Worker {
     /// Runs one direction in the inline modes (`poll-splice`, `copy`).
     fn drive(&mut self, index: u32, generation: u32, direction: Direction) {
         let mode = self.config.forward;
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         if conn.phase != Phase::Established {
             return;
         }
         let (flow, source, destination) = conn.flow_and_ends(direction);
         let (step, delivered) = match mode {
-            ForwardMode::Copy => forward::pump_copy(flow, source, destination, &mut self.pools, TURN_BUDGET),
+            ForwardMode::Copy => {
+                forward::pump_copy(flow, source, destination, &mut self.pools, TURN_BUDGET)
+            }
             _ => forward::pump_splice(flow, source, destination, &mut self.pools, TURN_BUDGET),
         };
         flow.delivered += delivered as u64;
@@ -257,7 +310,9 @@ impl Worker {
 
     /// The source sent FIN and all its bytes were delivered: half-close the destination.
     fn source_done(&mut self, index: u32, generation: u32, direction: Direction) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         let (flow, _, destination) = conn.flow_and_ends(direction);
         sys::shutdown_write(destination);
         flow.finished = true;
@@ -280,8 +335,16 @@ impl Worker {
     }
 
     /// `uring-splice`: submits the next op of a direction that has none in flight.
-    fn drive_uring(&mut self, index: u32, generation: u32, direction: Direction, after_write: bool) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+    fn drive_uring(
+        &mut self,
+        index: u32,
+        generation: u32,
+        direction: Direction,
+        after_write: bool,
+    ) {
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         if conn.phase != Phase::Established {
             return;
         }
@@ -289,14 +352,34 @@ impl Worker {
         let (source, destination) = (source.as_raw_fd(), destination.as_raw_fd());
         match forward::next_uring_step(flow, &mut self.pools, after_write) {
             UringStep::SpliceIn { len } => {
-                let pipe = flow.pipe.as_ref().expect("splice-in has a pipe").write_end().as_raw_fd();
+                let pipe = flow
+                    .pipe
+                    .as_ref()
+                    .expect("splice-in has a pipe")
+                    .write_end()
+                    .as_raw_fd();
                 conn.mark_pending(direction.splice_in_op());
-                self.ring.splice(source, pipe, len, op_for(direction.splice_in_op(), index, generation));
+                self.ring.splice(
+                    source,
+                    pipe,
+                    len,
+                    op_for(direction.splice_in_op(), index, generation),
+                );
             }
             UringStep::SpliceOut { len } => {
-                let pipe = flow.pipe.as_ref().expect("splice-out has a pipe").read_end().as_raw_fd();
+                let pipe = flow
+                    .pipe
+                    .as_ref()
+                    .expect("splice-out has a pipe")
+                    .read_end()
+                    .as_raw_fd();
                 conn.mark_pending(direction.splice_out_op());
-                self.ring.splice(pipe, destination, len, op_for(direction.splice_out_op(), index, generation));
+                self.ring.splice(
+                    pipe,
+                    destination,
+                    len,
+                    op_for(direction.splice_out_op(), index, generation),
+                );
             }
             UringStep::AwaitReadable => self.await_readable(index, generation, direction),
             UringStep::SourceDone => self.source_done(index, generation, direction),
@@ -305,12 +388,17 @@ impl Worker {
     }
 
     fn on_splice_in(&mut self, index: u32, generation: u32, direction: Direction, result: i32) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         let flow = conn.flow_mut(direction);
         match result {
             n if n > 0 => {
                 flow.in_transit += n as usize;
-                flow.last_read_full = flow.pipe.as_ref().is_some_and(|p| n as usize >= p.capacity());
+                flow.last_read_full = flow
+                    .pipe
+                    .as_ref()
+                    .is_some_and(|p| n as usize >= p.capacity());
             }
             0 => flow.source_closed = true,
             e if e == -libc::EAGAIN => {
@@ -329,7 +417,9 @@ impl Worker {
 
     fn on_splice_out(&mut self, index: u32, generation: u32, direction: Direction, result: i32) {
         let now = self.now_ms;
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         let flow = conn.flow_mut(direction);
         match result {
             n if n >= 0 => {
@@ -349,7 +439,9 @@ impl Worker {
 
     /// Ends a connection: releases its backend slot now, cancels its ops, and frees it once they are back.
     pub(super) fn close(&mut self, index: u32, generation: u32, how: Close) {
-        let Some(conn) = self.conns.get_mut(index, generation) else { return };
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
         if conn.phase == Phase::Closing {
             return;
         }
@@ -364,8 +456,14 @@ impl Worker {
             }
         }
         if let Some(lease) = conn.lease.take() {
-            lease.backend.bytes_up.fetch_add(conn.up.delivered, std::sync::atomic::Ordering::Relaxed);
-            lease.backend.bytes_down.fetch_add(conn.down.delivered, std::sync::atomic::Ordering::Relaxed);
+            lease
+                .backend
+                .bytes_up
+                .fetch_add(conn.up.delivered, std::sync::atomic::Ordering::Relaxed);
+            lease
+                .backend
+                .bytes_down
+                .fetch_add(conn.down.delivered, std::sync::atomic::Ordering::Relaxed);
             self.queue_dirty = true;
         }
         self.stats.bytes_up.add(conn.up.delivered);
@@ -381,7 +479,9 @@ impl Worker {
 
     /// Frees the slot; sockets close here, after the ring has returned every op that named them.
     fn release(&mut self, index: u32, generation: u32) {
-        let Some(mut conn) = self.conns.remove(index, generation) else { return };
+        let Some(mut conn) = self.conns.remove(index, generation) else {
+            return;
+        };
         for flow in [&mut conn.up, &mut conn.down] {
             // A pipe that may hold bytes (or that an aborted splice may have written to) is closed, not pooled.
             if flow.in_transit == 0 && self.config.forward != ForwardMode::UringSplice {
@@ -396,7 +496,9 @@ impl Worker {
         while let Some(entry) = self.timers.pop_due(self.now_ms) {
             let (index, generation) = (entry.index, entry.generation);
             let now = self.now_ms;
-            let Some(conn) = self.conns.get_mut(index, generation) else { continue };
+            let Some(conn) = self.conns.get_mut(index, generation) else {
+                continue;
+            };
             conn.timer_armed = false;
             let due = match conn.phase {
                 Phase::Queued => conn.queued_until_ms,

@@ -96,7 +96,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(config: WorkerConfig, published: Arc<Published>, stats: Arc<WorkerStats>) -> std::io::Result<Self> {
+    pub fn new(
+        config: WorkerConfig,
+        published: Arc<Published>,
+        stats: Arc<WorkerStats>,
+    ) -> std::io::Result<Self> {
         let ring = Ring::new(config.ring, config.core)?;
         let pools = Pools {
             pipes: PipePool::new(config.pipe_size),
@@ -125,11 +129,16 @@ impl Worker {
     /// Runs until shutdown has drained every connection (or the drain deadline passed).
     pub fn run(mut self) -> std::io::Result<()> {
         let wake_fd = self.published.wakers.fd(self.config.index);
-        self.ring.poll_multi(wake_fd, libc::POLLIN, UserData::new(OpKind::Wake, 0, 0));
+        self.ring
+            .poll_multi(wake_fd, libc::POLLIN, UserData::new(OpKind::Wake, 0, 0));
         self.on_wake();
         let mut completions: Vec<Completion> = Vec::with_capacity(256);
         loop {
-            let wait = if self.ready.is_empty() { Some(self.wait_time()) } else { Some(Duration::ZERO) };
+            let wait = if self.ready.is_empty() {
+                Some(self.wait_time())
+            } else {
+                Some(Duration::ZERO)
+            };
             self.ring.submit_and_wait(wait)?;
             self.now_ms = self.epoch.elapsed().as_millis() as u64;
             completions.clear();
@@ -151,7 +160,11 @@ impl Worker {
                 if self.now_ms >= deadline {
                     self.abort_all();
                     if self.now_ms >= deadline + ABORT_GRACE_MS {
-                        tracing::warn!(worker = self.config.index, left = self.conns.len(), "exiting with connections still closing");
+                        tracing::warn!(
+                            worker = self.config.index,
+                            left = self.conns.len(),
+                            "exiting with connections still closing"
+                        );
                         return Ok(());
                     }
                 }
@@ -168,7 +181,11 @@ impl Worker {
             until = until.min(deadline.max(self.now_ms + 1));
         }
         for (_, slot) in &self.listeners {
-            if let Some(ListenerSlot { state: ListenerState::RetryAt(at), .. }) = slot {
+            if let Some(ListenerSlot {
+                state: ListenerState::RetryAt(at),
+                ..
+            }) = slot
+            {
                 until = until.min(*at);
             }
         }
@@ -180,7 +197,8 @@ impl Worker {
             OpKind::Wake => {
                 if !completion.more {
                     let fd = self.published.wakers.fd(self.config.index);
-                    self.ring.poll_multi(fd, libc::POLLIN, UserData::new(OpKind::Wake, 0, 0));
+                    self.ring
+                        .poll_multi(fd, libc::POLLIN, UserData::new(OpKind::Wake, 0, 0));
                 }
                 self.on_wake();
             }
@@ -222,23 +240,38 @@ impl Worker {
         if self.drain_deadline_ms.is_none() {
             for route in &table.listeners {
                 let existing = self.listeners.iter_mut().find_map(|(_, slot)| {
-                    slot.as_mut()
-                        .filter(|s| s.state != ListenerState::Removing && Arc::ptr_eq(&s.sockets, &route.sockets))
+                    slot.as_mut().filter(|s| {
+                        s.state != ListenerState::Removing
+                            && Arc::ptr_eq(&s.sockets, &route.sockets)
+                    })
                 });
                 match existing {
                     Some(slot) => slot.cluster = route.cluster,
-                    None => self.start_listener(route.address, Arc::clone(&route.sockets), route.cluster),
+                    None => self.start_listener(
+                        route.address,
+                        Arc::clone(&route.sockets),
+                        route.cluster,
+                    ),
                 }
             }
         }
-        self.balancers = table.clusters.iter().map(|c| Balancer::new(c.backends.len())).collect();
+        self.balancers = table
+            .clusters
+            .iter()
+            .map(|c| Balancer::new(c.backends.len()))
+            .collect();
         let version = table.version;
         self.table = table;
         self.published.mark_applied(self.config.index, version);
         tracing::debug!(worker = self.config.index, version, "table applied");
     }
 
-    fn start_listener(&mut self, address: SocketAddr, sockets: Arc<ListenerSockets>, cluster: usize) {
+    fn start_listener(
+        &mut self,
+        address: SocketAddr,
+        sockets: Arc<ListenerSockets>,
+        cluster: usize,
+    ) {
         let slot = ListenerSlot {
             address,
             sockets,
@@ -262,16 +295,20 @@ impl Worker {
         let (generation, slot) = &self.listeners[index];
         let slot = slot.as_ref().expect("arming a live listener slot");
         let fd = slot.sockets.fd(self.config.index);
-        self.ring.accept_multi(fd, UserData::new(OpKind::Accept, index as u32, *generation));
+        self.ring
+            .accept_multi(fd, UserData::new(OpKind::Accept, index as u32, *generation));
     }
 
     fn stop_listener(&mut self, index: usize) {
         let generation = self.listeners[index].0;
-        let Some(slot) = self.listeners[index].1.as_mut() else { return };
+        let Some(slot) = self.listeners[index].1.as_mut() else {
+            return;
+        };
         match slot.state {
             ListenerState::Accepting => {
                 slot.state = ListenerState::Removing;
-                self.ring.cancel(UserData::new(OpKind::Accept, index as u32, generation));
+                self.ring
+                    .cancel(UserData::new(OpKind::Accept, index as u32, generation));
             }
             ListenerState::RetryAt(_) => self.free_listener(index),
             ListenerState::Removing => {}
@@ -286,7 +323,9 @@ impl Worker {
 
     fn on_accept(&mut self, completion: Completion) {
         let index = completion.op.index as usize;
-        let Some((generation, Some(slot))) = self.listeners.get(index) else { return };
+        let Some((generation, Some(slot))) = self.listeners.get(index) else {
+            return;
+        };
         if *generation != completion.op.generation {
             return;
         }
@@ -311,7 +350,9 @@ impl Worker {
         }
         match state {
             ListenerState::Removing => self.free_listener(index),
-            ListenerState::Accepting if completion.result >= 0 || completion.result == -libc::ECANCELED => {
+            ListenerState::Accepting
+                if completion.result >= 0 || completion.result == -libc::ECANCELED =>
+            {
                 self.arm_accept(index)
             }
             ListenerState::Accepting => {
@@ -325,11 +366,11 @@ impl Worker {
 
     fn retry_listeners(&mut self) {
         for index in 0..self.listeners.len() {
-            if let Some(slot) = self.listeners[index].1.as_mut() {
-                if matches!(slot.state, ListenerState::RetryAt(at) if at <= self.now_ms) {
-                    slot.state = ListenerState::Accepting;
-                    self.arm_accept(index);
-                }
+            if let Some(slot) = self.listeners[index].1.as_mut()
+                && matches!(slot.state, ListenerState::RetryAt(at) if at <= self.now_ms)
+            {
+                slot.state = ListenerState::Accepting;
+                self.arm_accept(index);
             }
         }
     }
@@ -345,7 +386,11 @@ impl Worker {
             }
             self.stop_listener(index);
         }
-        tracing::info!(worker = self.config.index, connections = self.conns.len(), "draining");
+        tracing::info!(
+            worker = self.config.index,
+            connections = self.conns.len(),
+            "draining"
+        );
     }
 }
 
@@ -363,10 +408,14 @@ pub fn spawn_workers(
         let handle = std::thread::Builder::new()
             .name(format!("ringway-w{}", config.index))
             .spawn(move || {
-                if let Some(core) = config.core {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!(worker = config.index, core, "could not pin worker to its core");
-                    }
+                if let Some(core) = config.core
+                    && !core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                {
+                    tracing::warn!(
+                        worker = config.index,
+                        core,
+                        "could not pin worker to its core"
+                    );
                 }
                 let worker = match Worker::new(config, published, stats) {
                     Ok(worker) => {

@@ -85,7 +85,9 @@ impl UserData {
     }
 
     pub fn encode(self) -> u64 {
-        ((self.kind as u64) << 56) | (((self.generation & GEN_MASK) as u64) << 32) | self.index as u64
+        ((self.kind as u64) << 56)
+            | (((self.generation & GEN_MASK) as u64) << 32)
+            | self.index as u64
     }
 
     pub fn decode(raw: u64) -> Option<Self> {
@@ -158,9 +160,11 @@ impl Ring {
             .setup_cqsize(config.entries.saturating_mul(4))
             .build(config.entries)?;
         if let Some(max) = config.iowq_max_workers {
-            ring.submitter().register_iowq_max_workers(&mut [max, max])?;
+            ring.submitter()
+                .register_iowq_max_workers(&mut [max, max])?;
             if let Some(core) = core {
-                ring.submitter().register_iowq_aff(&crate::sys::cpu_set_of(core))?;
+                ring.submitter()
+                    .register_iowq_aff(&crate::sys::cpu_set_of(core))?;
             }
         }
         Ok(Self {
@@ -194,7 +198,9 @@ impl Ring {
 
     /// One-shot readiness poll (`POLLIN` or `POLLOUT`).
     pub fn poll(&mut self, fd: RawFd, events: i16, op: UserData) {
-        let entry = opcode::PollAdd::new(types::Fd(fd), events as u32).build().user_data(op.encode());
+        let entry = opcode::PollAdd::new(types::Fd(fd), events as u32)
+            .build()
+            .user_data(op.encode());
         self.push(entry);
     }
 
@@ -215,16 +221,23 @@ impl Ring {
             timeout: types::Timespec::from(timeout),
             outstanding: 2,
         });
-        let connect = opcode::Connect::new(types::Fd(fd), args.address.as_ptr().cast(), args.address.len())
-            .build()
-            .flags(squeue::Flags::IO_LINK)
-            .user_data(connect_ud);
+        let connect = opcode::Connect::new(
+            types::Fd(fd),
+            args.address.as_ptr().cast(),
+            args.address.len(),
+        )
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(connect_ud);
         let timeout = opcode::LinkTimeout::new(&args.timeout as *const types::Timespec)
             .build()
             .user_data(op.with_kind(OpKind::ConnectTimeout).encode());
         // The Box's heap address is stable while it sits in the map, so the pointers above stay valid.
         let previous = self.connect_args.insert(connect_ud, args);
-        debug_assert!(previous.is_none(), "two connects in flight with the same user_data");
+        debug_assert!(
+            previous.is_none(),
+            "two connects in flight with the same user_data"
+        );
         // A link must not be split by a full queue: make room for both entries first.
         let room = {
             let sq = self.ring.submission();
@@ -267,7 +280,14 @@ impl Ring {
         };
         match result {
             Ok(_) => Ok(()),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -331,7 +351,8 @@ mod tests {
     fn wait_for(ring: &mut Ring, kinds: &[OpKind]) -> Vec<Completion> {
         let mut all = Vec::new();
         for _ in 0..200 {
-            ring.submit_and_wait(Some(Duration::from_millis(20))).unwrap();
+            ring.submit_and_wait(Some(Duration::from_millis(20)))
+                .unwrap();
             ring.drain_completions(&mut all);
             if kinds.iter().all(|k| all.iter().any(|c| c.op.kind == *k)) {
                 return all;
@@ -355,27 +376,43 @@ mod tests {
         let mut ring = ring();
         let fd = crate::sys::tcp_socket_for(&target).unwrap();
         let op = UserData::new(OpKind::Connect, 7, 1);
-        ring.connect(fd.as_raw_fd(), &SockAddr::from(target), Duration::from_secs(5), op);
+        ring.connect(
+            fd.as_raw_fd(),
+            &SockAddr::from(target),
+            Duration::from_secs(5),
+            op,
+        );
         assert_eq!(ring.connects_in_flight(), 1);
         let done = wait_for(&mut ring, &[OpKind::Connect, OpKind::ConnectTimeout]);
         let connect = done.iter().find(|c| c.op.kind == OpKind::Connect).unwrap();
         assert_eq!(connect.result, 0, "connect to a listening socket succeeds");
         assert_eq!(connect.op.index, 7);
-        let timeout = done.iter().find(|c| c.op.kind == OpKind::ConnectTimeout).unwrap();
-        assert_eq!(timeout.result, -libc::ECANCELED, "the timer is cancelled by the finished connect");
+        let timeout = done
+            .iter()
+            .find(|c| c.op.kind == OpKind::ConnectTimeout)
+            .unwrap();
+        assert_eq!(
+            timeout.result,
+            -libc::ECANCELED,
+            "the timer is cancelled by the finished connect"
+        );
         assert_eq!(ring.connects_in_flight(), 0);
     }
 
     /// A loopback address whose connects hang: a listener that never accepts, its queue already full, so
     /// the kernel drops further SYNs.
     fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
-        let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        listener.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
         listener.listen(0).unwrap();
         let address = listener.local_addr().unwrap().as_socket().unwrap();
         let mut fillers = Vec::new();
         for _ in 0..4 {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
             socket.set_nonblocking(true).unwrap();
             let _ = socket.connect(&address.into());
             fillers.push(std::net::TcpStream::from(socket));
@@ -390,11 +427,23 @@ mod tests {
         let mut ring = ring();
         let fd = crate::sys::tcp_socket_for(&target).unwrap();
         let op = UserData::new(OpKind::Connect, 1, 1);
-        ring.connect(fd.as_raw_fd(), &SockAddr::from(target), Duration::from_millis(30), op);
+        ring.connect(
+            fd.as_raw_fd(),
+            &SockAddr::from(target),
+            Duration::from_millis(30),
+            op,
+        );
         let done = wait_for(&mut ring, &[OpKind::Connect, OpKind::ConnectTimeout]);
         let connect = done.iter().find(|c| c.op.kind == OpKind::Connect).unwrap();
-        assert_eq!(connect.result, -libc::ECANCELED, "the linked timeout cancels a hanging connect");
-        let timeout = done.iter().find(|c| c.op.kind == OpKind::ConnectTimeout).unwrap();
+        assert_eq!(
+            connect.result,
+            -libc::ECANCELED,
+            "the linked timeout cancels a hanging connect"
+        );
+        let timeout = done
+            .iter()
+            .find(|c| c.op.kind == OpKind::ConnectTimeout)
+            .unwrap();
         assert_eq!(timeout.result, -libc::ETIME);
         assert_eq!(ring.connects_in_flight(), 0);
     }
@@ -420,11 +469,16 @@ mod tests {
         // Four times the queue size: pushes must submit in between rather than fail.
         let total = 256u32;
         for i in 0..total {
-            ring.poll(a.as_raw_fd(), libc::POLLOUT, UserData::new(OpKind::PollDown, i, 0));
+            ring.poll(
+                a.as_raw_fd(),
+                libc::POLLOUT,
+                UserData::new(OpKind::PollDown, i, 0),
+            );
         }
         let mut got = Vec::new();
         for _ in 0..100 {
-            ring.submit_and_wait(Some(Duration::from_millis(20))).unwrap();
+            ring.submit_and_wait(Some(Duration::from_millis(20)))
+                .unwrap();
             ring.drain_completions(&mut got);
             if got.len() == total as usize {
                 break;

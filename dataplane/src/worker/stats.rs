@@ -16,7 +16,8 @@ impl Counter {
 
     pub fn add(&self, n: u64) {
         // Single writer: a load and a store are cheaper than a locked add and lose nothing.
-        self.0.store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> u64 {

@@ -23,7 +23,11 @@ pub struct Timers {
 
 impl Timers {
     pub fn schedule(&mut self, due_ms: u64, index: u32, generation: u32) {
-        self.heap.push(Reverse(TimerEntry { due_ms, index, generation }));
+        self.heap.push(Reverse(TimerEntry {
+            due_ms,
+            index,
+            generation,
+        }));
     }
 
     /// The earliest deadline, if any.

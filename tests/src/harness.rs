@@ -1,0 +1,46 @@
+//! A controlplane and a dataplane wired together on a services file, in a temporary directory.
+
+use std::path::Path;
+
+use crate::procs::{Controlplane, Dataplane};
+use crate::services::{Service, ServicesFile};
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub services: ServicesFile,
+    pub controlplane: Controlplane,
+    pub dataplane: Dataplane,
+}
+
+impl Harness {
+    /// Starts both processes and waits until the dataplane applied the first snapshot.
+    pub fn start(
+        services: &[Service],
+        controlplane_args: &[&str],
+        dataplane_args: &[&str],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let file = ServicesFile::new(dir.path());
+        file.write(services);
+        let controlplane = Controlplane::start(dir.path(), &file.path, controlplane_args);
+        let mut dataplane = Dataplane::start(dir.path(), &controlplane.socket, dataplane_args);
+        dataplane.wait_applied(1);
+        Self {
+            dir,
+            services: file,
+            controlplane,
+            dataplane,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Rewrites the services file and waits until the dataplane applied the resulting snapshot.
+    pub fn reconfigure(&mut self, services: &[Service]) -> u64 {
+        let before = self.dataplane.applied_versions().len();
+        self.services.write(services);
+        self.dataplane.wait_applied(before + 1)
+    }
+}

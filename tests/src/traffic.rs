@@ -1,0 +1,93 @@
+//! Client traffic with verifiable content: every connection's bytes come from a seeded generator, so the
+//! receiver can check each byte without keeping a copy.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+
+/// xorshift64*: fast enough in debug builds, and deterministic per seed.
+pub struct Pattern(u64);
+
+impl Pattern {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Sends `len` pattern bytes for `seed`, then half-closes.
+pub fn send_pattern(stream: &mut TcpStream, seed: u64, len: usize) -> std::io::Result<()> {
+    let mut pattern = Pattern::new(seed);
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        pattern.fill(&mut buf[..n]);
+        stream.write_all(&buf[..n])?;
+        left -= n;
+    }
+    stream.shutdown(Shutdown::Write)
+}
+
+/// Reads until EOF and checks the bytes are exactly `len` pattern bytes for `seed`.
+pub fn expect_pattern(stream: &mut TcpStream, seed: u64, len: usize) -> Result<(), String> {
+    let mut pattern = Pattern::new(seed);
+    let mut expected = vec![0u8; CHUNK];
+    let mut got = vec![0u8; CHUNK];
+    let (mut received, mut pending) = (0usize, 0usize);
+    loop {
+        let n = stream
+            .read(&mut got[pending..])
+            .map_err(|e| format!("read after {received} bytes: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        pending += n;
+        // Compare whole generator blocks of 8 bytes; keep any remainder for the next read.
+        let whole = pending - pending % 8;
+        if whole > 0 {
+            if received + whole > len {
+                return Err(format!("more than the {len} bytes sent"));
+            }
+            pattern.fill(&mut expected[..whole]);
+            if got[..whole] != expected[..whole] {
+                return Err(format!("corrupt bytes after offset {received}"));
+            }
+            received += whole;
+            got.copy_within(whole..pending, 0);
+            pending -= whole;
+        }
+    }
+    if pending > 0 {
+        pattern.fill(&mut expected[..pending]);
+        if got[..pending] != expected[..pending] {
+            return Err(format!("corrupt tail after offset {received}"));
+        }
+        received += pending;
+    }
+    if received != len {
+        return Err(format!("received {received} of {len} bytes"));
+    }
+    Ok(())
+}
+
+/// One echo round trip of `len` bytes: writes on a second thread while reading, so neither side stalls.
+pub fn echo_round_trip(port: u16, seed: u64, len: usize) -> Result<(), String> {
+    let mut stream = crate::net::connect(port).map_err(|e| format!("connect: {e}"))?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let sender = std::thread::spawn(move || send_pattern(&mut writer, seed, len));
+    let result = expect_pattern(&mut stream, seed, len);
+    let sent = sender.join().map_err(|_| "sender panicked".to_string())?;
+    sent.map_err(|e| format!("write: {e}"))?;
+    result
+}
