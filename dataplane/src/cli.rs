@@ -32,7 +32,7 @@ pub struct Config {
         env = "RINGWAY_STATE_FILE",
         default_value = "/var/lib/ringway/dataplane.snapshot"
     )]
-    pub state_file: PathBuf,
+    pub state_file: String,
 
     /// How bytes move: io_uring readiness + inline splice(2) (poll-splice), IORING_OP_SPLICE on io-wq
     /// threads (uring-splice), or recv/send through buffers (copy).

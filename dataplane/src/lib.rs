@@ -74,7 +74,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|e| probe::explain(e, config.ring_entries))?;
     tracing::info!(workers, forward = ?config.forward, pinned = !config.no_pin, "workers started");
 
-    let state_file = (!config.state_file.as_os_str().is_empty()).then(|| config.state_file.clone());
+    let state_file =
+        (!config.state_file.is_empty()).then(|| std::path::PathBuf::from(&config.state_file));
     let name = config
         .name
         .clone()

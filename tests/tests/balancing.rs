@@ -1,0 +1,162 @@
+//! Backend choice: weights, least-connections, per-backend limits divided by the group size, the queue.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use ringway_tests::net::{connect, free_port};
+use ringway_tests::{Harness, NamedBackend, Service, read_name, wait_until};
+
+#[test]
+fn weights_100_200_700_hold_within_5_percent_over_1000_connections() {
+    let backends = [
+        NamedBackend::start("light"),
+        NamedBackend::start("medium"),
+        NamedBackend::start("heavy"),
+    ];
+    let port = free_port();
+    let _h = Harness::start(
+        &[Service::new("weighted", port)
+            .weighted(backends[0].port(), 100)
+            .weighted(backends[1].port(), 200)
+            .weighted(backends[2].port(), 700)],
+        &[],
+        &[],
+    );
+    let counts = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let counts = counts.clone();
+            thread::spawn(move || {
+                for _ in 0..250 {
+                    let mut stream = connect(port).unwrap();
+                    let name = read_name(&mut stream).unwrap();
+                    *counts.lock().unwrap().entry(name).or_default() += 1;
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let counts = counts.lock().unwrap();
+    for (name, weight) in [("light", 100usize), ("medium", 200), ("heavy", 700)] {
+        let got = counts.get(name).copied().unwrap_or(0);
+        assert!(
+            got.abs_diff(weight) <= 50,
+            "{name}: {got} of 1000 connections, expected {weight} ± 50; all: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn least_conn_sends_new_connections_to_the_idle_backend() {
+    let a = NamedBackend::start("a");
+    let b = NamedBackend::start("b");
+    let port = free_port();
+    let _h = Harness::start(
+        &[Service::new("lc", port)
+            .balance("least-conn")
+            .backend(a.port())
+            .backend(b.port())],
+        &[],
+        &[],
+    );
+    let mut held = connect(port).unwrap();
+    let busy = read_name(&mut held).unwrap();
+    let (idle_name, idle) = if busy == "a" { ("b", &b) } else { ("a", &a) };
+    for i in 0..10 {
+        let mut stream = connect(port).unwrap();
+        assert_eq!(
+            read_name(&mut stream).unwrap(),
+            idle_name,
+            "connection {i} went to the busy backend"
+        );
+        drop(stream);
+        assert!(wait_until(Duration::from_secs(5), || idle
+            .counters()
+            .active()
+            == 0));
+    }
+    drop(held);
+}
+
+#[test]
+fn maxconn_divided_by_group_size_is_never_exceeded_and_queued_clients_are_served() {
+    let a = NamedBackend::start("a");
+    let b = NamedBackend::start("b");
+    let port = free_port();
+    // maxconn 4 across a group of 2 Ringway instances: this one may open 2 per backend.
+    let _h = Harness::start(
+        &[Service::new("limited", port)
+            .maxconn(4)
+            .backend(a.port())
+            .backend(b.port())],
+        &["--group-size", "2"],
+        &[],
+    );
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            thread::spawn(move || -> Result<String, String> {
+                let mut stream = connect(port).map_err(|e| e.to_string())?;
+                let name = read_name(&mut stream).map_err(|e| format!("not served: {e}"))?;
+                thread::sleep(Duration::from_millis(200));
+                Ok(name)
+            })
+        })
+        .collect();
+    let results: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let served = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(
+        served, 20,
+        "every queued client is served when slots free up: {results:?}"
+    );
+    assert!(
+        a.counters().peak() <= 2,
+        "backend a saw {} concurrent connections",
+        a.counters().peak()
+    );
+    assert!(
+        b.counters().peak() <= 2,
+        "backend b saw {} concurrent connections",
+        b.counters().peak()
+    );
+    assert_eq!(a.counters().accepted() + b.counters().accepted(), 20);
+}
+
+#[test]
+fn a_full_queue_times_out_and_closes_the_client() {
+    let only = NamedBackend::start("only");
+    let port = free_port();
+    let _h = Harness::start(
+        &[Service::new("one", port)
+            .maxconn(1)
+            .backend(only.port())
+            .extra("timeout_queue_ms = 300")],
+        &[],
+        &[],
+    );
+    let mut holder = connect(port).unwrap();
+    assert_eq!(read_name(&mut holder).unwrap(), "only");
+    let mut waiter = connect(port).unwrap();
+    let mut buf = Vec::new();
+    let result = waiter.read_to_end(&mut buf);
+    assert!(
+        buf.is_empty(),
+        "the queued client was never connected: {buf:?} {result:?}"
+    );
+    assert_eq!(only.counters().peak(), 1);
+    drop(holder);
+    assert!(wait_until(Duration::from_secs(5), || only
+        .counters()
+        .active()
+        == 0));
+    let mut next = connect(port).unwrap();
+    assert_eq!(
+        read_name(&mut next).unwrap(),
+        "only",
+        "a freed slot serves the next client"
+    );
+}
