@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ringway_shared::Snapshot;
-use ringway_shared::wire::{Message, WireError, encode_frame};
+use ringway_shared::wire::{WireError, encode_snapshot_frame};
 use tokio::sync::watch;
 use tracing::{debug, error, info};
 
@@ -25,13 +25,13 @@ use crate::versions::VersionClock;
 #[derive(Debug)]
 pub struct Published {
     pub snapshot: Snapshot,
-    /// `Message::Snapshot(snapshot)` encoded with [`encode_frame`], ready to write.
+    /// `Message::Snapshot(snapshot)` encoded with [`encode_snapshot_frame`], ready to write.
     pub frame: Arc<[u8]>,
 }
 
 impl Published {
     fn new(snapshot: Snapshot) -> Result<Self, WireError> {
-        let frame = encode_frame(&Message::Snapshot(Box::new(snapshot.clone())))?;
+        let frame = encode_snapshot_frame(&snapshot)?;
         Ok(Self {
             snapshot,
             frame: frame.into(),
@@ -239,7 +239,7 @@ mod tests {
         let p = publisher();
         p.publish(&catalog(7)).unwrap();
         let current = p.current().unwrap();
-        let Message::Snapshot(decoded) = decode_frame(&current.frame).unwrap() else {
+        let ringway_shared::wire::Message::Snapshot(decoded) = decode_frame(&current.frame).unwrap() else {
             panic!("frame is not a snapshot");
         };
         assert_eq!(*decoded, current.snapshot);

@@ -28,6 +28,13 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// Decodes a value from the start of `bytes`, ignoring whatever follows (for peeking at a prefix).
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    bincode::serde::decode_from_slice(bytes, config())
+        .ok()
+        .map(|(value, _)| value)
+}
+
 /// Decodes exactly one value that must fill `bytes` completely.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, used) = bincode::serde::decode_from_slice(bytes, config())

@@ -148,8 +148,7 @@ fn bad_services_files_are_refused_with_the_field_and_old_routes_keep_serving() {
         let log = h.controlplane.proc.log_text();
         let last_error = log
             .lines()
-            .filter(|l| l.contains("ERROR"))
-            .last()
+            .rfind(|l| l.contains("ERROR"))
             .unwrap()
             .to_string();
         assert!(
