@@ -17,12 +17,13 @@ pub struct Config {
     #[arg(
         long,
         env = "RINGWAY_SOCKET",
+        value_name = "PATH",
         default_value = "/run/ringway/control.sock"
     )]
     pub socket: PathBuf,
 
     /// Worker threads; 0 means one per core. Each is pinned to a core and has its own ring and listeners.
-    #[arg(long, env = "RINGWAY_WORKERS", default_value_t = 0)]
+    #[arg(long, env = "RINGWAY_WORKERS", value_name = "N", default_value_t = 0)]
     pub workers: usize,
 
     /// Where the last applied snapshot is kept, so a restart serves at once even while the controlplane
@@ -30,6 +31,7 @@ pub struct Config {
     #[arg(
         long,
         env = "RINGWAY_STATE_FILE",
+        value_name = "PATH",
         default_value = "/var/lib/ringway/dataplane.snapshot"
     )]
     pub state_file: String,
@@ -39,35 +41,46 @@ pub struct Config {
     #[arg(
         long,
         env = "RINGWAY_FORWARD",
+        value_name = "MODE",
         value_enum,
         default_value = "poll-splice"
     )]
     pub forward: ForwardMode,
 
     /// On SIGTERM/SIGINT, how long established connections may take to finish before they are reset.
-    #[arg(long, env = "RINGWAY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "RINGWAY_DRAIN_TIMEOUT",
+        value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// Submission queue entries per worker ring (the completion queue is 4 times larger). Ring memory
     /// counts against RLIMIT_MEMLOCK.
-    #[arg(long, env = "RINGWAY_RING_ENTRIES", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=32768))]
+    #[arg(long, env = "RINGWAY_RING_ENTRIES",
+        value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=32768))]
     pub ring_entries: u32,
 
     /// `uring-splice` only: io-wq threads allowed per worker (bounded and unbounded each), pinned to
     /// the worker's core.
-    #[arg(long, env = "RINGWAY_IOWQ_MAX_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = "RINGWAY_IOWQ_MAX_WORKERS",
+        value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub iowq_max_workers: u32,
 
     /// Size requested for each splice pipe, in bytes (capped by fs.pipe-max-size).
-    #[arg(long, env = "RINGWAY_PIPE_SIZE", default_value_t = 256 * 1024)]
+    #[arg(long, env = "RINGWAY_PIPE_SIZE",
+        value_name = "BYTES", default_value_t = 256 * 1024)]
     pub pipe_size: usize,
 
     /// Size of each copy-mode buffer, in bytes.
-    #[arg(long, env = "RINGWAY_BUFFER_SIZE", default_value_t = 64 * 1024)]
+    #[arg(long, env = "RINGWAY_BUFFER_SIZE",
+        value_name = "BYTES", default_value_t = 64 * 1024)]
     pub buffer_size: usize,
 
     /// Connections that may wait for a free backend slot, per worker; beyond it new connections are closed.
-    #[arg(long, env = "RINGWAY_QUEUE_SIZE", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "RINGWAY_QUEUE_SIZE",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub queue_size: usize,
 
     /// Do not pin workers to cores.
@@ -75,11 +88,17 @@ pub struct Config {
     pub no_pin: bool,
 
     /// Name this dataplane gives the controlplane (default: host name and process id).
-    #[arg(long, env = "RINGWAY_NAME")]
+    #[arg(long, env = "RINGWAY_NAME", value_name = "NAME")]
     pub name: Option<String>,
 
     /// Log format.
-    #[arg(long, env = "RINGWAY_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        env = "RINGWAY_LOG_FORMAT",
+        value_name = "FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 }
 
