@@ -33,7 +33,7 @@ const READ_TICK: Duration = Duration::from_millis(500);
 pub enum ApplyError {
     #[error("invalid snapshot: {0}")]
     Invalid(#[from] ModelError),
-    #[error("version {offered} is older than the applied version {applied}")]
+    #[error("version {offered} is not newer than the applied version {applied}")]
     Stale { offered: u64, applied: u64 },
     #[error("{0}")]
     Build(#[from] BuildError),
@@ -93,14 +93,15 @@ impl Subscriber {
     pub fn apply(&mut self, snapshot: Snapshot) -> Result<(), ApplyError> {
         snapshot.validate()?;
         if let Some(applied) = &self.applied {
-            if snapshot.version < applied.version {
+            if snapshot.version == applied.version && snapshot.hash == applied.hash {
+                return Ok(());
+            }
+            // New content must come with a new version: one version, one routing.
+            if snapshot.version <= applied.version {
                 return Err(ApplyError::Stale {
                     offered: snapshot.version,
                     applied: applied.version,
                 });
-            }
-            if snapshot.version == applied.version && snapshot.hash == applied.hash {
-                return Ok(());
             }
         }
         let started = Instant::now();

@@ -249,7 +249,7 @@ fn invalid_snapshots_are_nacked_and_the_last_good_one_keeps_serving() {
             snapshot(12, occupied_port, echo.port(), 500),
             &*format!("127.0.0.1:{occupied_port}"),
         ),
-        (snapshot(5, port, echo.port(), 500), "older"),
+        (snapshot(5, port, echo.port(), 500), "not newer"),
     ];
     for (bad, expected) in &cases {
         session.send(bad);

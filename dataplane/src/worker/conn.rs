@@ -86,8 +86,10 @@ pub struct Conn {
     pub server: Option<OwnedFd>,
     /// The cluster as of the table that accepted this connection: it is routed by that version only.
     pub route: Arc<ClusterRoute>,
-    /// Version of that table (the worker's balancer state is only valid for the current one).
-    pub table_version: u64,
+    /// The worker's table epoch at accept time and the cluster's index in that table: the worker's balancer
+    /// state is only valid while the epoch is current.
+    pub table_epoch: u64,
+    pub cluster: usize,
     pub lease: Option<Lease>,
     pub backend: usize,
     pub tried: Tried,
@@ -105,13 +107,20 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(client: OwnedFd, route: Arc<ClusterRoute>, table_version: u64, now_ms: u64) -> Self {
+    pub fn new(
+        client: OwnedFd,
+        route: Arc<ClusterRoute>,
+        table_epoch: u64,
+        cluster: usize,
+        now_ms: u64,
+    ) -> Self {
         Self {
             phase: Phase::New,
             client,
             server: None,
             route,
-            table_version,
+            table_epoch,
+            cluster,
             lease: None,
             backend: 0,
             tried: Tried::default(),
@@ -166,11 +175,11 @@ impl Conn {
     }
 
     /// Ops still in the ring, for cancellation.
-    pub fn pending_ops(&self) -> impl Iterator<Item = OpKind> + '_ {
+    pub fn pending_ops(&self) -> impl Iterator<Item = OpKind> + use<> {
+        let pending = self.pending;
         ALL_CONN_OPS
-            .iter()
-            .copied()
-            .filter(|op| self.is_pending(*op))
+            .into_iter()
+            .filter(move |op| pending & op.bit() != 0)
     }
 }
 
@@ -291,7 +300,7 @@ mod tests {
             )),
             backends: Vec::new(),
         });
-        Conn::new(OwnedFd::from(a), route, 1, 0)
+        Conn::new(OwnedFd::from(a), route, 1, 0, 0)
     }
 
     #[test]

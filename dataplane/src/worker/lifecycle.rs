@@ -28,7 +28,7 @@ impl Worker {
         let Some(route) = self.table.clusters.get(cluster).map(Arc::clone) else {
             return;
         };
-        let conn = Conn::new(client, route, self.table.version, self.now_ms);
+        let conn = Conn::new(client, route, self.table_epoch, cluster, self.now_ms);
         let (index, generation) = self.conns.insert(conn);
         self.stats.connections.set(self.conns.len() as u64);
         self.dispatch(index, generation);
@@ -40,16 +40,10 @@ impl Worker {
             let Some(conn) = self.conns.get(index, generation) else {
                 return;
             };
-            let cluster = self
-                .table
-                .clusters
-                .iter()
-                .position(|c| Arc::ptr_eq(c, &conn.route));
-            match cluster {
-                Some(c) if conn.table_version == self.table.version => {
-                    self.balancers[c].pick(&conn.route, &conn.tried)
-                }
-                _ => balance::pick_stateless(&conn.route, &conn.tried),
+            if conn.table_epoch == self.table_epoch {
+                self.balancers[conn.cluster].pick(&conn.route, &conn.tried)
+            } else {
+                balance::pick_stateless(&conn.route, &conn.tried)
             }
         };
         match pick {
@@ -468,8 +462,7 @@ impl Worker {
         }
         self.stats.bytes_up.add(conn.up.delivered);
         self.stats.bytes_down.add(conn.down.delivered);
-        let ops: Vec<OpKind> = conn.pending_ops().collect();
-        for op in ops {
+        for op in conn.pending_ops() {
             self.ring.cancel(op_for(op, index, generation));
         }
         if conn.pending == 0 {

@@ -80,6 +80,8 @@ pub struct Worker {
     published: Arc<Published>,
     table: Arc<RoutingTable>,
     balancers: Vec<Balancer>,
+    /// Bumped on every table switch; connections remember it to know whether `balancers` is theirs.
+    table_epoch: u64,
     listeners: Vec<(u32, Option<ListenerSlot>)>,
     conns: ConnSlab,
     timers: Timers,
@@ -110,6 +112,7 @@ impl Worker {
             ring,
             table: Arc::new(RoutingTable::empty()),
             balancers: Vec::new(),
+            table_epoch: 0,
             listeners: Vec::new(),
             conns: ConnSlab::default(),
             timers: Timers::default(),
@@ -260,6 +263,7 @@ impl Worker {
             .iter()
             .map(|c| Balancer::new(c.backends.len()))
             .collect();
+        self.table_epoch += 1;
         let version = table.version;
         self.table = table;
         self.published.mark_applied(self.config.index, version);
