@@ -239,7 +239,9 @@ mod tests {
         let p = publisher();
         p.publish(&catalog(7)).unwrap();
         let current = p.current().unwrap();
-        let ringway_shared::wire::Message::Snapshot(decoded) = decode_frame(&current.frame).unwrap() else {
+        let ringway_shared::wire::Message::Snapshot(decoded) =
+            decode_frame(&current.frame).unwrap()
+        else {
             panic!("frame is not a snapshot");
         };
         assert_eq!(*decoded, current.snapshot);
