@@ -52,6 +52,24 @@ pub struct Config {
         value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// After SIGTERM/SIGINT, how long listeners keep accepting while `/status` already says DRAINING,
+    /// so an upstream balancer notices and moves away before connections are refused.
+    #[arg(long, env = "RINGWAY_DRAIN_GRACE", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+
+    /// Address of the admin endpoint (/status, /stats, /metrics, /config, /); an empty value disables it.
+    #[arg(
+        long,
+        env = "STATUS_ENDPOINT",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub status_endpoint: String,
+
+    /// Log one line per connection when it ends (client, backend, bytes, duration, outcome).
+    #[arg(long, env = "RINGWAY_ACCESS_LOG")]
+    pub access_log: bool,
+
     /// Submission queue entries per worker ring (the completion queue is 4 times larger). Ring memory
     /// counts against RLIMIT_MEMLOCK.
     #[arg(long, env = "RINGWAY_RING_ENTRIES",

@@ -2,6 +2,7 @@
 //! controlplane.
 //!
 //! - [`cli`]: flags and environment.
+//! - [`admin`]: the status endpoint (`/status`, `/stats`, `/metrics`, `/config`, `/`).
 //! - [`probe`]: checks io_uring at start-up and explains what is missing.
 //! - [`subscriber`]: the controlplane session; validates, applies, ACKs/NACKs snapshots.
 //! - [`state_file`]: the last applied snapshot on disk.
@@ -10,6 +11,7 @@
 //! - [`pipes`]: pools of splice pipes and copy buffers.
 //! - `sys`: the system calls the data path makes directly (with `worker::ring`, the only `unsafe`).
 
+pub mod admin;
 pub mod cli;
 pub mod pipes;
 pub mod probe;
@@ -68,6 +70,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             buffer_size: config.buffer_size,
             queue_limit: config.queue_size,
             drain_timeout: config.drain_timeout,
+            access_log: config.access_log,
         })
         .collect();
     let handles = spawn_workers(configs, &published, &stats)
@@ -88,6 +91,21 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         state_file,
     );
     subscriber.restore();
+    if !config.status_endpoint.is_empty() {
+        let address = config.status_endpoint.parse().with_context(|| {
+            format!(
+                "--status-endpoint {:?} is not an IP:port",
+                config.status_endpoint
+            )
+        })?;
+        admin::start(
+            address,
+            admin::AdminState {
+                published: Arc::clone(&published),
+                workers: stats.clone(),
+            },
+        )?;
+    }
     std::thread::Builder::new()
         .name("ringway-subscriber".into())
         .spawn(move || subscriber.run())
@@ -95,21 +113,37 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("installing signal handlers")?;
-    loop {
-        if let Some(signal) = signals.pending().next() {
-            tracing::info!(
-                signal,
-                drain_timeout_s = config.drain_timeout.as_secs_f64(),
-                "stopping: no new connections, draining"
-            );
-            break;
-        }
+    let supervise = |signals: &mut signal_hook::iterator::Signals| -> anyhow::Result<Option<i32>> {
         if let Some(dead) = handles.iter().position(|h| h.is_finished()) {
             published.stop();
             anyhow::bail!("worker {dead} stopped unexpectedly");
         }
+        Ok(signals.pending().next())
+    };
+    let signal = loop {
+        if let Some(signal) = supervise(&mut signals)? {
+            break signal;
+        }
+        std::thread::sleep(SUPERVISE_TICK);
+    };
+    // DRAINING first, while still accepting, so an upstream balancer health-checking /status moves away
+    // before anything is refused. A second signal cuts the grace short.
+    published.set_draining();
+    tracing::info!(
+        signal,
+        grace_s = config.drain_grace.as_secs_f64(),
+        drain_timeout_s = config.drain_timeout.as_secs_f64(),
+        "stopping: /status says DRAINING; still accepting for the grace period"
+    );
+    let grace_ends = std::time::Instant::now() + config.drain_grace;
+    while std::time::Instant::now() < grace_ends {
+        if supervise(&mut signals)?.is_some() {
+            tracing::info!("second signal: ending the grace period now");
+            break;
+        }
         std::thread::sleep(SUPERVISE_TICK);
     }
+    tracing::info!("no longer accepting; draining connections");
     published.stop();
     for (index, handle) in handles.into_iter().enumerate() {
         match handle.join() {
@@ -136,6 +170,7 @@ pub fn init_logging(format: cli::LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         cli::LogFormat::Text => builder.init(),

@@ -176,20 +176,48 @@ impl Dataplane {
     /// unpinned) and a state file in `dir`.
     pub fn start(dir: &Path, socket: &Path, extra: &[&str]) -> Self {
         let state_file = dir.join("dataplane.snapshot");
-        let mut args = vec![
-            "--socket".to_string(),
-            socket.display().to_string(),
-            "--workers".into(),
-            "2".into(),
-            "--state-file".into(),
-            state_file.display().to_string(),
-            "--log-format".into(),
-            "json".into(),
+        let state = state_file.display().to_string();
+        let socket = socket.display().to_string();
+        // Defaults a test may override by passing the same flag in `extra`. The status endpoint gets a
+        // free port (tests run in parallel); `admin_address` reads it back from the log.
+        let defaults = [
+            ("--socket", socket.as_str()),
+            ("--workers", "2"),
+            ("--state-file", state.as_str()),
+            ("--log-format", "json"),
+            ("--status-endpoint", "127.0.0.1:0"),
+            ("--drain-grace", "1s"),
         ];
+        let mut args: Vec<String> = Vec::new();
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.push(flag.to_string());
+                args.push(value.to_string());
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique(dir, "dataplane", "log");
         let proc = Proc::spawn("ringway-dataplane", &args, log, &[]);
         Self { proc, state_file }
+    }
+
+    /// Where the status endpoint listens (from the log); waits for it to be up.
+    pub fn admin_address(&mut self) -> std::net::SocketAddr {
+        let mut found = None;
+        let ok = wait_until(Duration::from_secs(15), || {
+            found = self
+                .proc
+                .events("status endpoint listening")
+                .first()
+                .and_then(|e| e["fields"]["address"].as_str().and_then(|a| a.parse().ok()));
+            found.is_some() || self.proc.try_wait().is_some()
+        });
+        assert!(
+            ok && found.is_some(),
+            "status endpoint never came up:\n{}",
+            self.proc.log_text()
+        );
+        found.unwrap()
     }
 
     /// Versions of every "snapshot applied" event so far.

@@ -13,9 +13,10 @@ pub mod table;
 pub mod wake;
 
 pub use listeners::{ListenerError, ListenerSockets};
-pub use publish::{ApplyTimeout, Published};
+pub use publish::{ApplyTimeout, Published, Serving};
 pub use slots::{BackendSlot, ClusterSlot, Lease};
 pub use table::{
-    BuildError, ClusterRoute, ListenerRoute, RouteBackend, RoutingTable, TableBuilder,
+    BuildError, ClusterRoute, ListenerRoute, RetiredBackend, RouteBackend, RoutingTable,
+    TableBuilder,
 };
 pub use wake::Wakers;

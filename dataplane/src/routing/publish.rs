@@ -1,7 +1,7 @@
 //! How a new table reaches every worker: an atomic pointer swap, a wake-up through each worker's eventfd,
 //! and a wait until every worker reports the version applied (only then is the snapshot ACKed).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,29 @@ pub struct Published {
     applied_lock: Mutex<()>,
     applied_changed: Condvar,
     stopping: AtomicBool,
+    serving: AtomicU8,
+    /// When the current table was applied everywhere, in milliseconds since the Unix epoch.
+    applied_at_unix_ms: AtomicU64,
+}
+
+/// What `/status` reports to an upstream balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// No snapshot applied yet: nothing is routed.
+    Initializing = 0,
+    Serving = 1,
+    /// Shutting down: the upstream balancer should move away (we keep accepting for the grace period).
+    Draining = 2,
+}
+
+impl Serving {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Serving::Initializing,
+            1 => Serving::Serving,
+            _ => Serving::Draining,
+        }
+    }
 }
 
 /// Some worker did not apply a table in time (it is still busy, and will apply it when it gets to it).
@@ -43,6 +66,8 @@ impl Published {
             applied_lock: Mutex::new(()),
             applied_changed: Condvar::new(),
             stopping: AtomicBool::new(false),
+            serving: AtomicU8::new(Serving::Initializing as u8),
+            applied_at_unix_ms: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +85,19 @@ impl Published {
         let version = table.version;
         self.table.store(Arc::new(table));
         self.wakers.wake_all();
+        let result = self.wait_applied(version, wait);
+        self.applied_at_unix_ms.store(unix_ms(), Ordering::Relaxed);
+        // Serving from the first table on (even one a slow worker is still switching to), unless draining.
+        let _ = self.serving.compare_exchange(
+            Serving::Initializing as u8,
+            Serving::Serving as u8,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        result
+    }
+
+    fn wait_applied(&self, version: u64, wait: Duration) -> Result<(), ApplyTimeout> {
         let started = Instant::now();
         let mut guard = self.applied_lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -96,6 +134,21 @@ impl Published {
         self.applied[worker].load(Ordering::Acquire)
     }
 
+    pub fn serving(&self) -> Serving {
+        Serving::from_u8(self.serving.load(Ordering::Acquire))
+    }
+
+    /// From now on `/status` says DRAINING; listeners keep accepting until [`Published::stop`].
+    pub fn set_draining(&self) {
+        self.serving
+            .store(Serving::Draining as u8, Ordering::Release);
+    }
+
+    /// When the current table was applied, in milliseconds since the Unix epoch (0: never).
+    pub fn applied_at_unix_ms(&self) -> u64 {
+        self.applied_at_unix_ms.load(Ordering::Relaxed)
+    }
+
     /// Asks every worker to stop accepting and drain.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
@@ -107,4 +160,10 @@ impl Published {
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

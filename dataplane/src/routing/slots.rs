@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 use socket2::SockAddr;
@@ -57,11 +57,21 @@ pub struct BackendSlot {
     /// Pre-built for `connect`, so the hot path does not convert addresses.
     pub sockaddr: SockAddr,
     gauge: Gauge,
+    /// Connections ever opened to this backend (counted when the slot is taken).
     pub total: AtomicU64,
     pub connect_failures: AtomicU64,
-    /// Bytes delivered client→backend and backend→client, added when each connection ends.
-    pub bytes_up: AtomicU64,
-    pub bytes_down: AtomicU64,
+    /// Kept off the gauge's cache line: bytes are counted as they move, slots only per connection.
+    pub traffic: CachePadded<Traffic>,
+    /// The backend is draining (by its snapshot state, or because it left the snapshot): when its last
+    /// connection ends, that is worth a log line.
+    draining: AtomicBool,
+}
+
+/// Bytes delivered to the backend (`up`) and from it to clients (`down`).
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub up: AtomicU64,
+    pub down: AtomicU64,
 }
 
 impl BackendSlot {
@@ -72,8 +82,8 @@ impl BackendSlot {
             gauge: Gauge::new(limit.unwrap_or(UNLIMITED)),
             total: AtomicU64::new(0),
             connect_failures: AtomicU64::new(0),
-            bytes_up: AtomicU64::new(0),
-            bytes_down: AtomicU64::new(0),
+            traffic: CachePadded::new(Traffic::default()),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -88,6 +98,24 @@ impl BackendSlot {
 
     pub fn has_room(&self) -> bool {
         self.active() < self.limit()
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Counts bytes as they are delivered, so statistics are live for long connections too.
+    pub fn add_traffic(&self, up: u64, down: u64) {
+        if up > 0 {
+            self.traffic.up.fetch_add(up, Ordering::Relaxed);
+        }
+        if down > 0 {
+            self.traffic.down.fetch_add(down, Ordering::Relaxed);
+        }
     }
 
     /// A new snapshot may change the limit; connections above a lowered limit are not cut, they just
@@ -184,7 +212,11 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.backend.gauge.give_back();
+        let before = self.backend.gauge.current.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "backend slot released more often than taken");
+        if before == 1 && self.backend.is_draining() {
+            tracing::info!(cluster = %self.cluster.name, backend = %self.backend.address, "backend drained");
+        }
         self.cluster.gauge.give_back();
         self.cluster.released();
     }

@@ -23,6 +23,16 @@ pub struct RoutingTable {
     pub snapshot: Arc<Snapshot>,
     pub listeners: Vec<ListenerRoute>,
     pub clusters: Vec<Arc<ClusterRoute>>,
+    /// Backends that left the snapshot but still had connections when this table was built: shown in
+    /// statistics as draining until their last connection ends.
+    pub retired: Vec<RetiredBackend>,
+}
+
+/// A backend no longer in the snapshot, kept for statistics while it drains.
+#[derive(Debug, Clone)]
+pub struct RetiredBackend {
+    pub cluster: String,
+    pub slot: Arc<BackendSlot>,
 }
 
 impl RoutingTable {
@@ -35,6 +45,7 @@ impl RoutingTable {
             snapshot: Arc::new(snapshot),
             listeners: Vec::new(),
             clusters: Vec::new(),
+            retired: Vec::new(),
         }
     }
 }
@@ -92,6 +103,7 @@ pub struct TableBuilder {
     listeners: HashMap<SocketAddr, Arc<ListenerSockets>>,
     clusters: HashMap<String, Arc<ClusterSlot>>,
     backends: HashMap<(String, SocketAddr), Arc<BackendSlot>>,
+    retired: Vec<RetiredBackend>,
 }
 
 impl TableBuilder {
@@ -102,6 +114,7 @@ impl TableBuilder {
             listeners: HashMap::new(),
             clusters: HashMap::new(),
             backends: HashMap::new(),
+            retired: Vec::new(),
         }
     }
 
@@ -141,9 +154,22 @@ impl TableBuilder {
             let mut route_backends = Vec::with_capacity(cluster.backends.len());
             for backend in &cluster.backends {
                 let key = (cluster.name.clone(), backend.address);
-                let backend_slot = self.backends.get(&key).cloned().unwrap_or_else(|| {
-                    Arc::new(BackendSlot::new(backend.address, backend.max_connections))
-                });
+                // A backend that comes back while its old connections still drain keeps their count.
+                let backend_slot = self
+                    .backends
+                    .get(&key)
+                    .or_else(|| {
+                        self.retired
+                            .iter()
+                            .find(|r| {
+                                r.cluster == cluster.name && r.slot.address == backend.address
+                            })
+                            .map(|r| &r.slot)
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(BackendSlot::new(backend.address, backend.max_connections))
+                    });
                 route_backends.push(RouteBackend {
                     slot: Arc::clone(&backend_slot),
                     weight: backend.weight,
@@ -175,14 +201,31 @@ impl TableBuilder {
             });
         }
 
-        // Everything succeeded: commit limits and the registries.
+        // Everything succeeded: commit limits, draining marks and the registries.
         for cluster in &snapshot.clusters {
             clusters[&cluster.name].set_limit(cluster.max_connections);
             for backend in &cluster.backends {
-                backends[&(cluster.name.clone(), backend.address)]
-                    .set_limit(backend.max_connections);
+                let slot = &backends[&(cluster.name.clone(), backend.address)];
+                slot.set_limit(backend.max_connections);
+                slot.set_draining(backend.state == BackendState::Draining);
             }
         }
+        let mut retired: Vec<RetiredBackend> = std::mem::take(&mut self.retired)
+            .into_iter()
+            .filter(|r| !backends.contains_key(&(r.cluster.clone(), r.slot.address)))
+            .collect();
+        for ((cluster, address), slot) in &self.backends {
+            if !backends.contains_key(&(cluster.clone(), *address)) {
+                slot.set_draining(true);
+                retired.push(RetiredBackend {
+                    cluster: cluster.clone(),
+                    slot: Arc::clone(slot),
+                });
+            }
+        }
+        retired.retain(|r| r.slot.active() > 0);
+        retired.sort_by(|a, b| (&a.cluster, a.slot.address).cmp(&(&b.cluster, b.slot.address)));
+        self.retired = retired.clone();
         self.listeners = opened;
         self.clusters = clusters;
         self.backends = backends;
@@ -192,6 +235,7 @@ impl TableBuilder {
             snapshot,
             listeners,
             clusters: routes,
+            retired,
         })
     }
 

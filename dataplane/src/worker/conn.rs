@@ -100,6 +100,8 @@ pub struct Conn {
     /// Ops in the ring that name this connection, one bit per [`OpKind`].
     pub pending: u16,
     pub last_active_ms: u64,
+    /// When the connection was accepted (worker clock), for the access log.
+    pub opened_ms: u64,
     /// Queue deadline while queued.
     pub queued_until_ms: u64,
     /// An entry for this connection is in the timer heap.
@@ -129,6 +131,7 @@ impl Conn {
             down: Flow::default(),
             pending: 0,
             last_active_ms: now_ms,
+            opened_ms: now_ms,
             queued_until_ms: 0,
             timer_armed: false,
         }

@@ -13,6 +13,7 @@ use super::balance::{self, MAX_CONNECT_ATTEMPTS, Pick};
 use super::conn::{Conn, Direction, Phase, op_for};
 use super::forward::{self, ForwardMode, Step, UringStep};
 use super::ring::{Completion, OpKind};
+use super::stats::WorkerStats;
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,9 +282,8 @@ impl Worker {
             }
             _ => forward::pump_splice(flow, source, destination, &mut self.pools, TURN_BUDGET),
         };
-        flow.delivered += delivered as u64;
         if delivered > 0 {
-            conn.last_active_ms = self.now_ms;
+            account(conn, &self.stats, direction, delivered, self.now_ms);
         }
         self.after_step(index, generation, direction, step);
     }
@@ -418,8 +418,7 @@ impl Worker {
         match result {
             n if n >= 0 => {
                 flow.in_transit -= n as usize;
-                flow.delivered += n as u64;
-                conn.last_active_ms = now;
+                account(conn, &self.stats, direction, n as usize, now);
                 let drained = conn.flow_mut(direction).in_transit == 0;
                 self.drive_uring(index, generation, direction, drained);
             }
@@ -442,6 +441,9 @@ impl Worker {
         if conn.phase == Phase::Queued {
             conn.route.slot.remove_waiter();
         }
+        if self.config.access_log {
+            log_access(conn, how, self.now_ms);
+        }
         conn.phase = Phase::Closing;
         if how == Close::Reset {
             sys::set_linger_zero(std::os::fd::AsFd::as_fd(&conn.client));
@@ -449,19 +451,9 @@ impl Worker {
                 sys::set_linger_zero(std::os::fd::AsFd::as_fd(server));
             }
         }
-        if let Some(lease) = conn.lease.take() {
-            lease
-                .backend
-                .bytes_up
-                .fetch_add(conn.up.delivered, std::sync::atomic::Ordering::Relaxed);
-            lease
-                .backend
-                .bytes_down
-                .fetch_add(conn.down.delivered, std::sync::atomic::Ordering::Relaxed);
+        if conn.lease.take().is_some() {
             self.queue_dirty = true;
         }
-        self.stats.bytes_up.add(conn.up.delivered);
-        self.stats.bytes_down.add(conn.down.delivered);
         for op in conn.pending_ops() {
             self.ring.cancel(op_for(op, index, generation));
         }
@@ -519,4 +511,57 @@ impl Worker {
             self.close(index, generation, Close::Reset);
         }
     }
+}
+
+/// Counts `n` bytes delivered in `direction`: the connection's activity clock, its backend's live traffic
+/// figures and the worker's totals.
+fn account(conn: &mut Conn, stats: &WorkerStats, direction: Direction, n: usize, now_ms: u64) {
+    let n = n as u64;
+    conn.last_active_ms = now_ms;
+    conn.flow_mut(direction).delivered += n;
+    let backend = conn.lease.as_ref().map(|lease| &lease.backend);
+    match direction {
+        Direction::Up => {
+            stats.bytes_up.add(n);
+            if let Some(b) = backend {
+                b.add_traffic(n, 0);
+            }
+        }
+        Direction::Down => {
+            stats.bytes_down.add(n);
+            if let Some(b) = backend {
+                b.add_traffic(0, n);
+            }
+        }
+    }
+}
+
+/// One access-log line (`--access-log`), written as the connection ends.
+fn log_access(conn: &Conn, how: Close, now_ms: u64) {
+    let client = socket2::SockRef::from(&conn.client)
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or_else(|| "-".to_string(), |a| a.to_string());
+    let backend = conn
+        .lease
+        .as_ref()
+        .map_or_else(|| "-".to_string(), |l| l.backend.address.to_string());
+    let outcome = match (conn.phase, how) {
+        (Phase::New | Phase::Queued, _) => "not-routed",
+        (Phase::Connecting, _) => "connect-failed",
+        (_, Close::Reset) => "reset",
+        (_, Close::Graceful) => "closed",
+    };
+    tracing::info!(
+        target: "ringway::access",
+        client,
+        service = %conn.route.name,
+        backend,
+        bytes_in = conn.up.delivered,
+        bytes_out = conn.down.delivered,
+        duration_ms = now_ms.saturating_sub(conn.opened_ms),
+        outcome,
+        "connection"
+    );
 }

@@ -53,6 +53,8 @@ pub struct WorkerConfig {
     /// Connections that may wait for a backend slot on this worker.
     pub queue_limit: usize,
     pub drain_timeout: Duration,
+    /// Log one line per connection when it ends.
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
