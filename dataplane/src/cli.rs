@@ -66,6 +66,21 @@ pub struct Config {
     )]
     pub status_endpoint: String,
 
+    /// At start, take the listening sockets and the routes from the dataplane already running on this host,
+    /// which then stops accepting and drains: a binary upgrade that refuses no connection.
+    #[arg(long, env = "RINGWAY_TAKEOVER")]
+    pub takeover: bool,
+
+    /// Where a running dataplane offers its sockets to a successor (default: takeover.sock in the
+    /// directory of --socket).
+    #[arg(long, env = "RINGWAY_TAKEOVER_SOCKET", value_name = "PATH")]
+    pub takeover_socket: Option<PathBuf>,
+
+    /// Start the dataplane (same flags) in the background and exit once it serves: for systemd's
+    /// ExecReload= together with --takeover.
+    #[arg(long, env = "RINGWAY_DETACH")]
+    pub detach: bool,
+
     /// Log one line per connection when it ends (client, backend, bytes, duration, outcome).
     #[arg(long, env = "RINGWAY_ACCESS_LOG")]
     pub access_log: bool,
@@ -118,6 +133,18 @@ pub struct Config {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The takeover socket: `--takeover-socket`, or `takeover.sock` beside the controlplane socket.
+    pub fn takeover_path(&self) -> PathBuf {
+        self.takeover_socket.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("takeover.sock")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -182,6 +182,180 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     })
 }
 
+/// Most descriptors one `SCM_RIGHTS` message may carry (the kernel's `SCM_MAX_FD` is 253).
+pub const MAX_FDS_PER_MESSAGE: usize = 200;
+
+/// Sends `fds` over a Unix stream socket with one byte of payload (`SCM_RIGHTS`).
+pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    assert!(
+        !fds.is_empty() && fds.len() <= MAX_FDS_PER_MESSAGE,
+        "1..={MAX_FDS_PER_MESSAGE} descriptors per message"
+    );
+    let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+    let payload_len = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload_len as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header that is filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer is CMSG_SPACE(payload) bytes, so the first header and its data fit; the
+    // pointers stay valid until sendmsg returns, and the kernel only reads them.
+    let sent = unsafe {
+        let header = libc::CMSG_FIRSTHDR(&msg);
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(payload_len as u32) as usize;
+        std::ptr::copy_nonoverlapping(
+            raw.as_ptr().cast::<u8>(),
+            libc::CMSG_DATA(header),
+            payload_len,
+        );
+        loop {
+            let sent = libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+            if sent >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break sent;
+            }
+        }
+    };
+    check_size(sent).map(drop)
+}
+
+/// Receives one `SCM_RIGHTS` message of up to `max` descriptors; they arrive close-on-exec.
+pub fn recv_fds(socket: BorrowedFd<'_>, max: usize) -> io::Result<Vec<OwnedFd>> {
+    let max = max.min(MAX_FDS_PER_MESSAGE);
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((max * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header that is filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let received = loop {
+        // SAFETY: the buffers outlive the call and their sizes are in the header.
+        let ret = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        match check_size(ret) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => break other?,
+        }
+    };
+    if received == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "peer closed before sending descriptors",
+        ));
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other(
+            "descriptors were truncated (more than expected were sent)",
+        ));
+    }
+    let mut fds = Vec::new();
+    // SAFETY: walks the control headers the kernel wrote into `control`, within msg_controllen; every
+    // SCM_RIGHTS descriptor is new in this process and owned by nobody else.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(header);
+                let count = ((*header).cmsg_len - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
+    }
+    Ok(fds)
+}
+
+/// This process's effective uid.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The uid of the process at the other end of a Unix socket (`SO_PEERCRED`).
+pub fn peer_uid(socket: BorrowedFd<'_>) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into a live ucred and updates `len`.
+    let ret = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (ret == 0).then_some(cred.uid)
+}
+
+/// Waits up to `timeout_ms` for `fd` to become readable; `Ok(false)` on timeout.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls exactly one live pollfd.
+    match unsafe { libc::poll(&mut pollfd, 1, timeout_ms) } {
+        n if n > 0 => Ok(true),
+        0 => Ok(false),
+        _ => {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(false)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Lets a descriptor survive `exec` (for handing a pipe to a child process).
+pub fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD take and return plain ints.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags & !libc::FD_CLOEXEC) })
+        .map(drop)
+}
+
+/// Takes ownership of a descriptor number inherited from the parent process (`RINGWAY_READY_FD`).
+///
+/// Returns `None` unless `fd` is open in this process.
+pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor is open and was passed to us for our exclusive use by our parent.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The soft RLIMIT_MEMLOCK in bytes (`Some(None)` = unlimited), or `None` if it cannot be read.
 pub fn memlock_limit() -> Option<Option<u64>> {
     let mut limit = libc::rlimit {
@@ -229,6 +403,22 @@ mod tests {
         assert_eq!(&got, b"hello splice");
         drop(a);
         assert_eq!(splice(b.as_fd(), w.as_fd(), 4096).unwrap(), 0);
+    }
+
+    #[test]
+    fn descriptors_cross_a_unix_socket() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (r, w) = pipe().unwrap();
+        send_fds(a.as_fd(), &[r.as_fd(), w.as_fd()]).unwrap();
+        let got = recv_fds(b.as_fd(), 8).unwrap();
+        assert_eq!(got.len(), 2);
+        // The received write end feeds the original read end: same pipe.
+        let mut writer = std::fs::File::from(got[1].try_clone().unwrap());
+        writer.write_all(b"x").unwrap();
+        let mut reader = std::fs::File::from(r);
+        let mut byte = [0u8; 1];
+        reader.read_exact(&mut byte).unwrap();
+        assert_eq!(&byte, b"x");
     }
 
     #[test]

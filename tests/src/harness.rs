@@ -5,11 +5,13 @@ use std::path::Path;
 use crate::procs::{Controlplane, Dataplane};
 use crate::services::{Service, ServicesFile};
 
+/// Fields drop in order: the processes first (their logs are printed if the test failed), the directory
+/// holding those logs last.
 pub struct Harness {
-    pub dir: tempfile::TempDir,
-    pub services: ServicesFile,
-    pub controlplane: Controlplane,
     pub dataplane: Dataplane,
+    pub controlplane: Controlplane,
+    pub services: ServicesFile,
+    pub dir: tempfile::TempDir,
 }
 
 impl Harness {

@@ -20,6 +20,7 @@ pub mod view;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -48,25 +49,53 @@ pub struct AdminError {
     pub source: io::Error,
 }
 
-/// Binds `address` and serves on a background thread for the life of the process.
-pub fn start(address: SocketAddr, state: AdminState) -> Result<SocketAddr, AdminError> {
-    let listener = TcpListener::bind(address).map_err(|source| AdminError { address, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| AdminError { address, source })?;
+/// How often an idle endpoint checks whether it was handed over to a successor.
+const HANDOVER_CHECK_MS: i32 = 100;
+
+/// Serves `address` on a background thread: on `inherited` if a predecessor handed over its socket for
+/// that address, else on a new socket. Returns the bound address and a duplicate of the listening socket
+/// (for a successor); the endpoint stops serving once this dataplane has handed over.
+pub fn start(
+    address: SocketAddr,
+    inherited: Option<(SocketAddr, OwnedFd)>,
+    state: AdminState,
+) -> Result<(SocketAddr, OwnedFd), AdminError> {
+    let err = |source| AdminError { address, source };
+    let listener = match inherited {
+        Some((from, fd)) if from == address => TcpListener::from(fd),
+        _ => TcpListener::bind(address).map_err(err)?,
+    };
+    let bound = listener.local_addr().map_err(err)?;
+    let handover = OwnedFd::from(listener.try_clone().map_err(err)?);
+    listener.set_nonblocking(true).map_err(err)?;
     let state = Arc::new(state);
     std::thread::Builder::new()
         .name("ringway-admin".into())
         .spawn(move || serve(listener, state))
-        .map_err(|source| AdminError { address, source })?;
+        .map_err(err)?;
     tracing::info!(address = %bound, "status endpoint listening");
-    Ok(bound)
+    Ok((bound, handover))
 }
 
 fn serve(listener: TcpListener, state: Arc<AdminState>) {
     let busy = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
+    loop {
+        // Once a successor shares this socket, stop taking its requests, without closing the socket.
+        if state.published.is_handed_over() {
+            return;
+        }
+        match crate::sys::wait_readable(listener.as_fd(), HANDOVER_CHECK_MS) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "status endpoint stopped");
+                return;
+            }
+        }
+        let Ok((stream, _)) = listener.accept() else {
+            continue;
+        };
+        let _ = stream.set_nonblocking(false);
         if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONCURRENT {
             busy.fetch_sub(1, Ordering::AcqRel);
             let mut stream = stream;

@@ -23,8 +23,12 @@ pub struct ListenerError {
     pub source: io::Error,
 }
 
-/// The per-worker sockets of one listening address. Closing happens when the last holder drops it: a
+/// The `SO_REUSEPORT` sockets of one listening address. Closing happens when the last holder drops it: a
 /// removed listener is closed once every worker has stopped accepting on it.
+///
+/// Normally there is one socket per worker. Sockets handed over by a previous dataplane keep their accept
+/// queues, so none is ever closed: with fewer workers than sockets, a worker accepts on several; with more
+/// workers, new sockets join the group.
 #[derive(Debug)]
 pub struct ListenerSockets {
     pub address: SocketAddr,
@@ -39,14 +43,30 @@ impl ListenerSockets {
         Ok(Self { address, sockets })
     }
 
-    /// Wraps sockets that were bound elsewhere (handed over by another process).
-    pub fn from_sockets(address: SocketAddr, sockets: Vec<OwnedFd>) -> Self {
-        Self { address, sockets }
+    /// Wraps sockets bound by another process, adding sockets until every worker has at least one.
+    pub fn adopt(
+        address: SocketAddr,
+        mut sockets: Vec<OwnedFd>,
+        workers: usize,
+    ) -> Result<Self, ListenerError> {
+        while sockets.len() < workers {
+            sockets.push(bind_one(address)?);
+        }
+        Ok(Self { address, sockets })
     }
 
-    /// The socket worker `worker` accepts on.
-    pub fn fd(&self, worker: usize) -> RawFd {
-        self.sockets[worker].as_raw_fd()
+    /// The sockets worker `worker` of `workers` accepts on.
+    pub fn fds_for(&self, worker: usize, workers: usize) -> impl Iterator<Item = RawFd> + '_ {
+        self.sockets
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| i % workers == worker)
+            .map(|(_, fd)| fd.as_raw_fd())
+    }
+
+    /// Every socket, for handing them to another process.
+    pub fn all(&self) -> impl Iterator<Item = std::os::fd::BorrowedFd<'_>> {
+        self.sockets.iter().map(std::os::fd::AsFd::as_fd)
     }
 
     pub fn len(&self) -> usize {
@@ -103,7 +123,34 @@ mod tests {
         drop(probe);
         let sockets = ListenerSockets::bind(address, 3).unwrap();
         assert_eq!(sockets.len(), 3);
-        assert_ne!(sockets.fd(0), sockets.fd(1));
+        let first: Vec<_> = sockets.fds_for(0, 3).collect();
+        let second: Vec<_> = sockets.fds_for(1, 3).collect();
+        assert_eq!((first.len(), second.len()), (1, 1));
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn handed_over_sockets_are_spread_over_workers_and_topped_up() {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = probe.local_addr().unwrap();
+        drop(probe);
+        let old = ListenerSockets::bind(address, 3).unwrap();
+        let inherited: Vec<OwnedFd> = old
+            .all()
+            .map(|fd| fd.try_clone_to_owned().unwrap())
+            .collect();
+        // Fewer workers than sockets: none is dropped, one worker takes two.
+        let fewer = ListenerSockets::adopt(address, inherited, 2).unwrap();
+        assert_eq!(fewer.len(), 3);
+        assert_eq!(fewer.fds_for(0, 2).count() + fewer.fds_for(1, 2).count(), 3);
+        // More workers than sockets: new sockets join the group.
+        let inherited: Vec<OwnedFd> = old
+            .all()
+            .map(|fd| fd.try_clone_to_owned().unwrap())
+            .collect();
+        let more = ListenerSockets::adopt(address, inherited, 5).unwrap();
+        assert_eq!(more.len(), 5);
+        assert!((0..5).all(|w| more.fds_for(w, 5).count() == 1));
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Published {
     applied_lock: Mutex<()>,
     applied_changed: Condvar,
     stopping: AtomicBool,
+    /// The listening sockets now belong to a new dataplane too: stop accepting, but never shut them down.
+    handed_over: AtomicBool,
     serving: AtomicU8,
     /// When the current table was applied everywhere, in milliseconds since the Unix epoch.
     applied_at_unix_ms: AtomicU64,
@@ -66,6 +68,7 @@ impl Published {
             applied_lock: Mutex::new(()),
             applied_changed: Condvar::new(),
             stopping: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             serving: AtomicU8::new(Serving::Initializing as u8),
             applied_at_unix_ms: AtomicU64::new(0),
         }
@@ -147,6 +150,17 @@ impl Published {
     /// When the current table was applied, in milliseconds since the Unix epoch (0: never).
     pub fn applied_at_unix_ms(&self) -> u64 {
         self.applied_at_unix_ms.load(Ordering::Relaxed)
+    }
+
+    /// The sockets were handed to a new dataplane: stop accepting (without shutting the shared sockets
+    /// down) and drain.
+    pub fn hand_over(&self) {
+        self.handed_over.store(true, Ordering::Release);
+        self.stop();
+    }
+
+    pub fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
     }
 
     /// Asks every worker to stop accepting and drain.

@@ -5,6 +5,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::routing::ClusterRoute;
 use crate::sys;
 
 use super::TURN_BUDGET;
@@ -25,11 +26,13 @@ pub enum Close {
 }
 
 impl Worker {
-    pub(super) fn start_connection(&mut self, client: OwnedFd, cluster: usize) {
-        let Some(route) = self.table.clusters.get(cluster).map(Arc::clone) else {
-            return;
-        };
-        let conn = Conn::new(client, route, self.table_epoch, cluster, self.now_ms);
+    /// Starts routing a new client by `route` (cluster `cluster` of table `epoch`).
+    pub(super) fn start_connection(
+        &mut self,
+        client: OwnedFd,
+        (route, epoch, cluster): (Arc<ClusterRoute>, u64, usize),
+    ) {
+        let conn = Conn::new(client, route, epoch, cluster, self.now_ms);
         let (index, generation) = self.conns.insert(conn);
         self.stats.connections.set(self.conns.len() as u64);
         self.dispatch(index, generation);

@@ -18,11 +18,12 @@ pub mod timers;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::pipes::{BufferPool, PipePool};
-use crate::routing::{ListenerSockets, Published, RoutingTable};
+use crate::routing::{ClusterRoute, ListenerSockets, Published, RoutingTable};
 
 use balance::Balancer;
 use conn::{ConnSlab, Direction};
@@ -69,9 +70,15 @@ enum ListenerState {
 #[derive(Debug)]
 struct ListenerSlot {
     address: SocketAddr,
+    /// Keeps the socket open while this worker may accept on it.
     sockets: Arc<ListenerSockets>,
-    /// Index into the current table's clusters.
+    /// The one socket of `sockets` this slot accepts on.
+    fd: RawFd,
+    /// Where this listener's connections go, as of table `epoch` (index `cluster` in it). Kept as an `Arc`
+    /// so a connection accepted while the slot is being removed is still routed, not dropped.
+    route: Arc<ClusterRoute>,
     cluster: usize,
+    epoch: u64,
     state: ListenerState,
 }
 
@@ -159,7 +166,9 @@ impl Worker {
                 self.serve_queue();
             }
             if let Some(deadline) = self.drain_deadline_ms {
-                if self.conns.is_empty() {
+                // Wait for the accept cancellations too: an accept that completed meanwhile is a client
+                // to serve, and exiting first would reset it.
+                if self.conns.is_empty() && self.listeners.iter().all(|(_, slot)| slot.is_none()) {
                     return Ok(());
                 }
                 if self.now_ms >= deadline {
@@ -230,6 +239,7 @@ impl Worker {
     /// Switches to a new table: new listeners start accepting, removed ones stop; connections keep the
     /// routes they were accepted with.
     fn apply_table(&mut self, table: Arc<RoutingTable>) {
+        let epoch = self.table_epoch + 1;
         for index in 0..self.listeners.len() {
             let keep = match &self.listeners[index].1 {
                 Some(slot) if slot.state != ListenerState::Removing => table
@@ -243,20 +253,30 @@ impl Worker {
             }
         }
         if self.drain_deadline_ms.is_none() {
+            let workers = self.published.workers();
             for route in &table.listeners {
-                let existing = self.listeners.iter_mut().find_map(|(_, slot)| {
-                    slot.as_mut().filter(|s| {
-                        s.state != ListenerState::Removing
-                            && Arc::ptr_eq(&s.sockets, &route.sockets)
-                    })
-                });
-                match existing {
-                    Some(slot) => slot.cluster = route.cluster,
-                    None => self.start_listener(
-                        route.address,
-                        Arc::clone(&route.sockets),
-                        route.cluster,
-                    ),
+                for fd in route.sockets.fds_for(self.config.index, workers) {
+                    let existing = self.listeners.iter_mut().find_map(|(_, slot)| {
+                        slot.as_mut().filter(|s| {
+                            s.state != ListenerState::Removing
+                                && s.fd == fd
+                                && Arc::ptr_eq(&s.sockets, &route.sockets)
+                        })
+                    });
+                    let cluster = Arc::clone(&table.clusters[route.cluster]);
+                    match existing {
+                        Some(slot) => {
+                            slot.route = cluster;
+                            slot.cluster = route.cluster;
+                            slot.epoch = epoch;
+                        }
+                        None => self.start_listener(
+                            route.address,
+                            Arc::clone(&route.sockets),
+                            fd,
+                            (cluster, route.cluster, epoch),
+                        ),
+                    }
                 }
             }
         }
@@ -265,7 +285,7 @@ impl Worker {
             .iter()
             .map(|c| Balancer::new(c.backends.len()))
             .collect();
-        self.table_epoch += 1;
+        self.table_epoch = epoch;
         let version = table.version;
         self.table = table;
         self.published.mark_applied(self.config.index, version);
@@ -276,12 +296,16 @@ impl Worker {
         &mut self,
         address: SocketAddr,
         sockets: Arc<ListenerSockets>,
-        cluster: usize,
+        fd: RawFd,
+        (route, cluster, epoch): (Arc<ClusterRoute>, usize, u64),
     ) {
         let slot = ListenerSlot {
             address,
             sockets,
+            fd,
+            route,
             cluster,
+            epoch,
             state: ListenerState::Accepting,
         };
         let index = match self.listeners.iter().position(|(_, s)| s.is_none()) {
@@ -300,7 +324,7 @@ impl Worker {
     fn arm_accept(&mut self, index: usize) {
         let (generation, slot) = &self.listeners[index];
         let slot = slot.as_ref().expect("arming a live listener slot");
-        let fd = slot.sockets.fd(self.config.index);
+        let fd = slot.fd;
         self.ring
             .accept_multi(fd, UserData::new(OpKind::Accept, index as u32, *generation));
     }
@@ -335,13 +359,14 @@ impl Worker {
         if *generation != completion.op.generation {
             return;
         }
-        let (state, cluster) = (slot.state, slot.cluster);
+        let state = slot.state;
         if completion.result >= 0 {
+            // Served even if the listener is being removed: the kernel already completed the handshake,
+            // so dropping it now would reset a client we accepted.
             let client = ring::accepted_socket(completion.result);
-            if state == ListenerState::Accepting {
-                self.stats.accepted.inc();
-                self.start_connection(client, cluster);
-            }
+            let route = (Arc::clone(&slot.route), slot.epoch, slot.cluster);
+            self.stats.accepted.inc();
+            self.start_connection(client, route);
         } else if completion.result != -libc::ECANCELED {
             self.stats.accept_errors.inc();
             tracing::warn!(
@@ -385,10 +410,12 @@ impl Worker {
     fn begin_drain(&mut self) {
         self.drain_deadline_ms = Some(self.now_ms + self.config.drain_timeout.as_millis() as u64);
         for index in 0..self.listeners.len() {
-            if let Some(slot) = &self.listeners[index].1 {
+            if let Some(slot) = &self.listeners[index].1
+                && !self.published.is_handed_over()
+            {
                 // Closing our accept queue now makes the kernel send new clients elsewhere (or refuse
                 // them) instead of leaving them in a queue nobody will read.
-                crate::sys::shutdown_listener(slot.sockets.fd(self.config.index));
+                crate::sys::shutdown_listener(slot.fd);
             }
             self.stop_listener(index);
         }
