@@ -185,6 +185,26 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 /// Most descriptors one `SCM_RIGHTS` message may carry (the kernel's `SCM_MAX_FD` is 253).
 pub const MAX_FDS_PER_MESSAGE: usize = 200;
 
+/// The one payload byte that descriptors travel with.
+fn one_byte(byte: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    }
+}
+
+/// A message header over `iov` with `control` as its ancillary buffer. It points into both, which the
+/// caller keeps alive (and unmoved) until the send or receive returns.
+fn fd_message(control: &mut [u8], iov: &mut libc::iovec) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header that is filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len();
+    msg
+}
+
 /// Sends `fds` over a Unix stream socket with one byte of payload (`SCM_RIGHTS`).
 pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     assert!(
@@ -197,16 +217,8 @@ pub fn send_fds(socket: BorrowedFd<'_>, fds: &[BorrowedFd<'_>]) -> io::Result<()
     let space = unsafe { libc::CMSG_SPACE(payload_len as u32) } as usize;
     let mut control = vec![0u8; space];
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header that is filled in below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let mut iov = one_byte(&mut byte);
+    let msg = fd_message(&mut control, &mut iov);
     // SAFETY: the control buffer is CMSG_SPACE(payload) bytes, so the first header and its data fit; the
     // pointers stay valid until sendmsg returns, and the kernel only reads them.
     let sent = unsafe {
@@ -236,16 +248,8 @@ pub fn recv_fds(socket: BorrowedFd<'_>, max: usize) -> io::Result<Vec<OwnedFd>> 
     let space = unsafe { libc::CMSG_SPACE((max * std::mem::size_of::<RawFd>()) as u32) } as usize;
     let mut control = vec![0u8; space];
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header that is filled in below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let mut iov = one_byte(&mut byte);
+    let mut msg = fd_message(&mut control, &mut iov);
     let received = loop {
         // SAFETY: the buffers outlive the call and their sizes are in the header.
         let ret = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };

@@ -23,3 +23,20 @@ pub fn get(address: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
         .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
     Ok((status, body.to_string()))
 }
+
+/// The dataplane's `/stats`, parsed.
+pub fn stats(admin: SocketAddr) -> serde_json::Value {
+    let (status, body) = get(admin, "/stats").expect("/stats answers");
+    assert_eq!(status, 200, "/stats: {body}");
+    serde_json::from_str(&body).expect("/stats is JSON")
+}
+
+/// Connections accepted by all workers, from a `/stats` document.
+pub fn accepted_total(stats: &serde_json::Value) -> u64 {
+    stats["workers"]
+        .as_array()
+        .expect("/stats lists workers")
+        .iter()
+        .map(|w| w["accepted"].as_u64().unwrap_or(0))
+        .sum()
+}

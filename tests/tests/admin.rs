@@ -155,13 +155,7 @@ fn stats_and_metrics_count_what_the_test_did() {
         stats["snapshot"]["version"],
         h.dataplane.applied_versions()[0]
     );
-    let accepted: u64 = stats["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["accepted"].as_u64().unwrap())
-        .sum();
-    assert_eq!(accepted, 5);
+    assert_eq!(ringway_tests::http::accepted_total(&stats), 5);
 
     let (status, metrics) = get(admin, "/metrics").unwrap();
     assert_eq!(status, 200);

@@ -149,15 +149,11 @@ fn upgrade_under_load_refuses_and_resets_nothing() {
 
     echo_round_trip(port, 77, 10_000).expect("the successor serves on its own");
     let admin = successor.admin_address();
-    let (_, body) = ringway_tests::http::get(admin, "/stats").unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let accepted: u64 = stats["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["accepted"].as_u64().unwrap())
-        .sum();
-    assert!(accepted > 0, "the successor accepted the new connections");
+    let stats = ringway_tests::http::stats(admin);
+    assert!(
+        ringway_tests::http::accepted_total(&stats) > 0,
+        "the successor accepted the new connections"
+    );
 }
 
 #[test]

@@ -52,8 +52,71 @@ fn would_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// One turn of `poll-splice`: returns the next step and the bytes delivered.
-pub fn pump_splice(
+/// Where a direction's bytes wait between the read and the write: a kernel pipe (`poll-splice`) or a
+/// user-space buffer (`copy`). [`pump`] is the one state machine over both.
+trait Transit {
+    /// Writes bytes in transit to `dst`; returns how many were taken.
+    fn drain(flow: &mut Flow, dst: BorrowedFd<'_>) -> io::Result<usize>;
+    /// Reads from `src` into the (empty) carrier, taking one from the pool first if needed.
+    fn fill(flow: &mut Flow, src: BorrowedFd<'_>, pools: &mut Pools) -> io::Result<usize>;
+    /// Gives an empty carrier back to the pool.
+    fn release(flow: &mut Flow, pools: &mut Pools);
+}
+
+struct PipeTransit;
+
+impl Transit for PipeTransit {
+    fn drain(flow: &mut Flow, dst: BorrowedFd<'_>) -> io::Result<usize> {
+        let pipe = flow.pipe.as_ref().expect("bytes in transit live in a pipe");
+        sys::splice(pipe.read_end(), dst, flow.in_transit)
+    }
+
+    fn fill(flow: &mut Flow, src: BorrowedFd<'_>, pools: &mut Pools) -> io::Result<usize> {
+        if flow.pipe.is_none() {
+            flow.pipe = Some(pools.pipes.take()?);
+        }
+        let pipe = flow.pipe.as_ref().expect("pipe taken above");
+        sys::splice(src, pipe.write_end(), pipe.capacity())
+    }
+
+    fn release(flow: &mut Flow, pools: &mut Pools) {
+        release_pipe(flow, pools);
+    }
+}
+
+struct BufferTransit;
+
+impl Transit for BufferTransit {
+    fn drain(flow: &mut Flow, dst: BorrowedFd<'_>) -> io::Result<usize> {
+        let buffer = flow
+            .buffer
+            .as_mut()
+            .expect("bytes in transit live in a buffer");
+        let n = sys::send(dst, &buffer.data[buffer.start..buffer.end])?;
+        buffer.start += n;
+        Ok(n)
+    }
+
+    fn fill(flow: &mut Flow, src: BorrowedFd<'_>, pools: &mut Pools) -> io::Result<usize> {
+        let buffer = flow.buffer.get_or_insert_with(|| pools.buffers.take());
+        let n = sys::read(src, &mut buffer.data)?;
+        buffer.start = 0;
+        buffer.end = n;
+        Ok(n)
+    }
+
+    fn release(flow: &mut Flow, pools: &mut Pools) {
+        if flow.in_transit == 0
+            && let Some(buffer) = flow.buffer.take()
+        {
+            pools.buffers.give_back(buffer);
+        }
+    }
+}
+
+/// One turn of a direction: write what is in transit, then read more while the budget lasts. Returns the
+/// next step and the bytes delivered.
+fn pump<T: Transit>(
     flow: &mut Flow,
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
@@ -63,8 +126,7 @@ pub fn pump_splice(
     let mut delivered = 0;
     loop {
         if flow.in_transit > 0 {
-            let pipe = flow.pipe.as_ref().expect("bytes in transit live in a pipe");
-            match sys::splice(pipe.read_end(), dst, flow.in_transit) {
+            match T::drain(flow, dst) {
                 Ok(n) => {
                     flow.in_transit -= n;
                     delivered += n;
@@ -75,25 +137,18 @@ pub fn pump_splice(
             }
         }
         if flow.source_closed {
-            release_pipe(flow, pools);
+            T::release(flow, pools);
             return (Step::SourceDone, delivered);
         }
         if delivered >= budget {
-            release_pipe(flow, pools);
+            T::release(flow, pools);
             return (Step::Yield, delivered);
         }
-        if flow.pipe.is_none() {
-            match pools.pipes.take() {
-                Ok(pipe) => flow.pipe = Some(pipe),
-                Err(e) => return (Step::Failed(e), delivered),
-            }
-        }
-        let pipe = flow.pipe.as_ref().expect("pipe taken above");
-        match sys::splice(src, pipe.write_end(), pipe.capacity()) {
+        match T::fill(flow, src, pools) {
             Ok(0) => flow.source_closed = true,
             Ok(n) => flow.in_transit = n,
             Err(e) if would_block(&e) => {
-                release_pipe(flow, pools);
+                T::release(flow, pools);
                 return (Step::AwaitReadable, delivered);
             }
             Err(e) => return (Step::Failed(e), delivered),
@@ -101,7 +156,18 @@ pub fn pump_splice(
     }
 }
 
-/// One turn of `copy`: the same state machine as [`pump_splice`] through a user-space buffer.
+/// One turn of `poll-splice`.
+pub fn pump_splice(
+    flow: &mut Flow,
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    pools: &mut Pools,
+    budget: usize,
+) -> (Step, usize) {
+    pump::<PipeTransit>(flow, src, dst, pools, budget)
+}
+
+/// One turn of `copy`: the same state machine through a user-space buffer.
 pub fn pump_copy(
     flow: &mut Flow,
     src: BorrowedFd<'_>,
@@ -109,47 +175,7 @@ pub fn pump_copy(
     pools: &mut Pools,
     budget: usize,
 ) -> (Step, usize) {
-    let mut delivered = 0;
-    loop {
-        if flow.in_transit > 0 {
-            let buffer = flow
-                .buffer
-                .as_mut()
-                .expect("bytes in transit live in a buffer");
-            match sys::send(dst, &buffer.data[buffer.start..buffer.end]) {
-                Ok(n) => {
-                    buffer.start += n;
-                    flow.in_transit -= n;
-                    delivered += n;
-                    continue;
-                }
-                Err(e) if would_block(&e) => return (Step::AwaitWritable, delivered),
-                Err(e) => return (Step::Failed(e), delivered),
-            }
-        }
-        if flow.source_closed {
-            release_buffer(flow, pools);
-            return (Step::SourceDone, delivered);
-        }
-        if delivered >= budget {
-            release_buffer(flow, pools);
-            return (Step::Yield, delivered);
-        }
-        let buffer = flow.buffer.get_or_insert_with(|| pools.buffers.take());
-        match sys::read(src, &mut buffer.data) {
-            Ok(0) => flow.source_closed = true,
-            Ok(n) => {
-                buffer.start = 0;
-                buffer.end = n;
-                flow.in_transit = n;
-            }
-            Err(e) if would_block(&e) => {
-                release_buffer(flow, pools);
-                return (Step::AwaitReadable, delivered);
-            }
-            Err(e) => return (Step::Failed(e), delivered),
-        }
-    }
+    pump::<BufferTransit>(flow, src, dst, pools, budget)
 }
 
 /// Returns an empty pipe to the pool. A pipe that still holds bytes is never pooled.
@@ -158,14 +184,6 @@ pub fn release_pipe(flow: &mut Flow, pools: &mut Pools) {
         && let Some(pipe) = flow.pipe.take()
     {
         pools.pipes.give_back(pipe);
-    }
-}
-
-fn release_buffer(flow: &mut Flow, pools: &mut Pools) {
-    if flow.in_transit == 0
-        && let Some(buffer) = flow.buffer.take()
-    {
-        pools.buffers.give_back(buffer);
     }
 }
 
