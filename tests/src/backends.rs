@@ -46,10 +46,18 @@ struct Server {
 }
 
 impl Server {
-    fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    fn start(handler: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> Self {
+        // A deep accept queue: a burst of hundreds of connects must not overflow it, or dropped SYNs
+        // would turn into retransmits and proxy connect timeouts that are the test's fault.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        socket.listen(BACKLOG).unwrap();
+        let listener = TcpListener::from(socket);
         let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(handler);
@@ -59,15 +67,21 @@ impl Server {
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((stream, _)) => {
-                            stream.set_nonblocking(false).unwrap();
+                            if stop.load(Ordering::SeqCst) {
+                                break;
+                            }
                             stream
                                 .set_read_timeout(Some(Duration::from_secs(60)))
                                 .unwrap();
                             counters.opened();
                             let (counters, handler) = (counters.clone(), handler.clone());
                             thread::spawn(move || {
-                                handler(stream);
+                                let mut stream = stream;
+                                handler(&mut stream);
+                                // Count the close before the socket closes: once our FIN is out, the
+                                // proxy may hand the freed slot to the next client at once.
                                 counters.closed();
+                                drop(stream);
                             });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(2)),
@@ -86,8 +100,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the flag and closes the listener.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
+
+/// Accept queue length of the test backends.
+const BACKLOG: i32 = 4096;
 
 /// Echoes every byte back; on the client's FIN it finishes echoing and closes.
 pub struct EchoBackend {
@@ -97,7 +116,7 @@ pub struct EchoBackend {
 impl EchoBackend {
     pub fn start() -> Self {
         Self {
-            server: Server::start(|mut stream| {
+            server: Server::start(|stream| {
                 let mut buf = vec![0u8; 64 * 1024];
                 loop {
                     match stream.read(&mut buf) {
@@ -134,7 +153,7 @@ impl NamedBackend {
     pub fn start(name: &str) -> Self {
         let label = format!("{name}\n");
         Self {
-            server: Server::start(move |mut stream| {
+            server: Server::start(move |stream| {
                 if stream.write_all(label.as_bytes()).is_err() {
                     return;
                 }

@@ -56,7 +56,7 @@ fn least_conn_sends_new_connections_to_the_idle_backend() {
     let a = NamedBackend::start("a");
     let b = NamedBackend::start("b");
     let port = free_port();
-    let _h = Harness::start(
+    let mut h = Harness::start(
         &[Service::new("lc", port)
             .balance("least-conn")
             .backend(a.port())
@@ -64,9 +64,11 @@ fn least_conn_sends_new_connections_to_the_idle_backend() {
         &[],
         &[],
     );
+    let admin = h.dataplane.admin_address();
     let mut held = connect(port).unwrap();
     let busy = read_name(&mut held).unwrap();
     let (idle_name, idle) = if busy == "a" { ("b", &b) } else { ("a", &a) };
+    let idle_address = ringway_tests::net::local(idle.port()).to_string();
     for i in 0..10 {
         let mut stream = connect(port).unwrap();
         assert_eq!(
@@ -75,10 +77,15 @@ fn least_conn_sends_new_connections_to_the_idle_backend() {
             "connection {i} went to the busy backend"
         );
         drop(stream);
-        assert!(wait_until(Duration::from_secs(5), || idle
-            .counters()
-            .active()
-            == 0));
+        // Wait until the dataplane itself counts the idle backend as idle again.
+        assert!(wait_until(Duration::from_secs(5), || {
+            let stats = ringway_tests::http::stats(admin);
+            stats["services"][0]["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|b| b["address"] == idle_address.as_str() && b["connections"] == 0)
+        }));
     }
     drop(held);
 }

@@ -61,6 +61,8 @@ trait Transit {
     fn fill(flow: &mut Flow, src: BorrowedFd<'_>, pools: &mut Pools) -> io::Result<usize>;
     /// Gives an empty carrier back to the pool.
     fn release(flow: &mut Flow, pools: &mut Pools);
+    /// Bytes one fill can take.
+    fn capacity(flow: &Flow) -> usize;
 }
 
 struct PipeTransit;
@@ -81,6 +83,10 @@ impl Transit for PipeTransit {
 
     fn release(flow: &mut Flow, pools: &mut Pools) {
         release_pipe(flow, pools);
+    }
+
+    fn capacity(flow: &Flow) -> usize {
+        flow.pipe.as_ref().map_or(0, |p| p.capacity())
     }
 }
 
@@ -112,6 +118,10 @@ impl Transit for BufferTransit {
             pools.buffers.give_back(buffer);
         }
     }
+
+    fn capacity(flow: &Flow) -> usize {
+        flow.buffer.as_ref().map_or(0, |b| b.data.len())
+    }
 }
 
 /// One turn of a direction: write what is in transit, then read more while the budget lasts. Returns the
@@ -124,6 +134,10 @@ fn pump<T: Transit>(
     budget: usize,
 ) -> (Step, usize) {
     let mut delivered = 0;
+    // A read that did not fill the carrier emptied the socket's receive queue (at that moment): after
+    // delivering it, wait for readiness instead of paying a read that would say EAGAIN. If more arrived
+    // meanwhile, the poll completes at once.
+    let mut source_emptied = false;
     loop {
         if flow.in_transit > 0 {
             match T::drain(flow, dst) {
@@ -140,13 +154,20 @@ fn pump<T: Transit>(
             T::release(flow, pools);
             return (Step::SourceDone, delivered);
         }
+        if source_emptied {
+            T::release(flow, pools);
+            return (Step::AwaitReadable, delivered);
+        }
         if delivered >= budget {
             T::release(flow, pools);
             return (Step::Yield, delivered);
         }
         match T::fill(flow, src, pools) {
             Ok(0) => flow.source_closed = true,
-            Ok(n) => flow.in_transit = n,
+            Ok(n) => {
+                flow.in_transit = n;
+                source_emptied = n < T::capacity(flow);
+            }
             Err(e) if would_block(&e) => {
                 T::release(flow, pools);
                 return (Step::AwaitReadable, delivered);
@@ -320,18 +341,48 @@ mod tests {
     }
 
     #[test]
-    fn budget_yields_and_returns_the_pipe() {
+    fn a_full_read_over_budget_yields_and_returns_the_pipe() {
         let (mut client, src) = UnixStream::pair().unwrap();
-        let (dst, _server) = UnixStream::pair().unwrap();
+        let (dst, mut server) = UnixStream::pair().unwrap();
         src.set_nonblocking(true).unwrap();
         dst.set_nonblocking(true).unwrap();
-        client.write_all(&[7u8; 4096]).unwrap();
-        let mut pools = pools();
-        let mut flow = Flow::default();
-        let (step, delivered) = pump_splice(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1);
-        assert!(matches!(step, Step::Yield), "got {step:?}");
-        assert_eq!(delivered, 4096);
+        let writer = std::thread::spawn(move || client.write_all(&vec![7u8; 4 << 20]));
+        let reader = std::thread::spawn(move || std::io::copy(&mut server, &mut std::io::sink()));
+        let (mut pools, mut flow) = (pools(), Flow::default());
+        let mut yielded = false;
+        for _ in 0..100_000 {
+            let (step, _) = pump_splice(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1);
+            if matches!(step, Step::Yield) {
+                yielded = true;
+                break;
+            }
+        }
+        assert!(
+            yielded,
+            "a read that filled the pipe, once delivered, spends the budget"
+        );
         assert!(flow.pipe.is_none(), "an empty pipe goes back to the pool");
         assert_eq!(pools.pipes.idle(), 1);
+        drop((src, dst));
+        let _ = writer.join();
+        let _ = reader.join();
+    }
+
+    #[test]
+    fn a_short_read_is_delivered_and_then_waits_without_another_read() {
+        let (mut client, src) = UnixStream::pair().unwrap();
+        let (dst, mut server) = UnixStream::pair().unwrap();
+        src.set_nonblocking(true).unwrap();
+        dst.set_nonblocking(true).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let (mut pools, mut flow) = (pools(), Flow::default());
+        let (step, delivered) =
+            pump_splice(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1 << 20);
+        assert!(matches!(step, Step::AwaitReadable), "got {step:?}");
+        assert_eq!(delivered, 18);
+        let mut got = [0u8; 18];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"GET / HTTP/1.1\r\n\r\n");
+        assert!(flow.pipe.is_none());
     }
 }

@@ -201,7 +201,12 @@ impl Worker {
                 let due = self.now_ms + conn.route.timeouts.idle_ms as u64;
                 self.timers.schedule(due, index, generation);
             }
-            self.await_readable(index, generation, Direction::Up);
+            match self.config.forward {
+                // The client usually spoke first (a request is waiting): forward it now rather than
+                // after a poll round trip.
+                ForwardMode::UringSplice => self.await_readable(index, generation, Direction::Up),
+                _ => self.drive(index, generation, Direction::Up),
+            }
             self.await_readable(index, generation, Direction::Down);
             return;
         }
