@@ -208,21 +208,39 @@ async fn follow_events(replicas: Vec<String>, client: reqwest::Client, trigger: 
     let mut backoff = Backoff::default();
     for attempt in 0usize.. {
         let url = format!("{}{EVENTS_PATH}", replicas[attempt % replicas.len()]);
-        match stream_events(&client, &url, &trigger, &mut backoff).await {
-            Ok(()) => {}
-            Err(e) => warn!("Marathon event stream: {e}; reconnecting"),
+        let mut attached = false;
+        let ended = stream_events(&client, &url, &trigger, &mut backoff, &mut attached).await;
+        warn!("Marathon event stream: {ended}; reconnecting");
+        if attached {
+            // Changes may be missed until the stream is back, and Marathon may be gone: read now, so either
+            // the catalog is current or the source is reported stale (the fetcher retries on its own).
+            trigger.notify_one();
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
-/// One connection of the event stream, until it ends.
+/// One connection of the event stream, until it ends (which it only does with an error).
 async fn stream_events(
     client: &reqwest::Client,
     url: &str,
     trigger: &Notify,
     backoff: &mut Backoff,
-) -> Result<(), MarathonError> {
+    attached: &mut bool,
+) -> MarathonError {
+    match follow_stream(client, url, trigger, backoff, attached).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn follow_stream(
+    client: &reqwest::Client,
+    url: &str,
+    trigger: &Notify,
+    backoff: &mut Backoff,
+    attached: &mut bool,
+) -> Result<std::convert::Infallible, MarathonError> {
     let request = |source| MarathonError::Request {
         url: url.to_string(),
         source,
@@ -242,6 +260,7 @@ async fn stream_events(
     }
     info!(url = %response.url(), "Marathon event stream attached; re-reading apps");
     backoff.reset();
+    *attached = true;
     trigger.notify_one();
     let mut parser = SseParser::new();
     loop {
