@@ -76,8 +76,11 @@ fn a_change_made_while_the_event_stream_was_down_is_picked_up_on_reconnect() {
     assert!(wait_until(Duration::from_secs(20), || leader.attached() == 1));
     let connections = leader.stream_connections();
 
-    // The stream drops and reconnects are refused; meanwhile the app moves to b, and no event can tell.
+    // The stream drops (the controlplane re-reads once at that moment) and reconnects are refused;
+    // meanwhile the app moves to b, and no event can tell.
+    let reads = leader.app_reads();
     leader.drop_streams(true);
+    assert!(wait_until(Duration::from_secs(20), || leader.app_reads() > reads));
     leader.set_apps(json!([host_app("/web", port, &[b.port()], json!({}))]));
     assert_eq!(
         names_on(port, 3),

@@ -139,6 +139,11 @@ fn connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) {
             Some(request) => request,
             None => return,
         };
+        if stop.load(Ordering::SeqCst) {
+            // A stopped server is a dead process: kept-alive connections get no answer either.
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
         match handler(&request) {
             Reply::Full {
                 status,

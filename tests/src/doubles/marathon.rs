@@ -47,6 +47,15 @@ pub struct MarathonDouble {
 impl MarathonDouble {
     /// A leader serving `apps` (the content of the `apps` array).
     pub fn leader(apps: Value) -> Self {
+        Self::leader_with(apps, HttpServer::start)
+    }
+
+    /// A leader on a given port (a replica that comes up where the controlplane already looks).
+    pub fn leader_on(port: u16, apps: Value) -> Self {
+        Self::leader_with(apps, |handler| HttpServer::start_on(port, handler))
+    }
+
+    fn leader_with(apps: Value, serve: impl FnOnce(Handler) -> HttpServer) -> Self {
         let shared = Arc::new(Shared::default());
         *shared.apps.lock().unwrap() = apps;
         let handler: Handler = {
@@ -57,7 +66,7 @@ impl MarathonDouble {
         heartbeats(Arc::clone(&shared), Arc::clone(&stop));
         Self {
             shared,
-            server: HttpServer::start(handler),
+            server: serve(handler),
             stop,
         }
     }
