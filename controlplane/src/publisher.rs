@@ -168,8 +168,11 @@ impl Publisher {
     ///
     /// The latest catalog of every source is kept, and every publish merges all of them
     /// ([`merge_catalogs`]): a source that fails sends nothing, so its last good catalog stays in the merge.
-    /// Bursts coalesce: after an update, more are collected until none came for [`Coalescing::window`] (at
-    /// most [`Coalescing::max_delay`] after the first), and only then is one snapshot compiled.
+    /// Bursts coalesce. An update that finds the publisher idle (nothing published for a
+    /// [`Coalescing::window`]) is published at once: an isolated change has nothing to wait for, and waiting
+    /// would only add the window to every change's latency. An update arriving within a window of the last
+    /// publish is part of a burst: more are collected until none came for a window (at most
+    /// [`Coalescing::max_delay`]), and only then is one snapshot compiled.
     ///
     /// Nothing is published until every source in `expected` has sent a catalog, or until
     /// [`Coalescing::initial_sync`] has passed and at least one has: publishing a half-known world at
@@ -183,6 +186,7 @@ impl Publisher {
         let mut latest: BTreeMap<SourceId, Catalog> = BTreeMap::new();
         let grace_ends = Instant::now() + coalescing.initial_sync;
         let mut syncing = self.current().is_none();
+        let mut last_publish: Option<Instant> = None;
         loop {
             let grace_timer = syncing && !latest.is_empty();
             let received = tokio::select! {
@@ -194,7 +198,13 @@ impl Publisher {
             };
             if let Some(update) = received {
                 latest.insert(update.source, update.catalog);
-                if !collect_burst(&mut updates, &mut latest, &coalescing).await {
+                let idle = last_publish.is_none_or(|at| at.elapsed() >= coalescing.window);
+                if idle {
+                    // Whatever is already queued is part of the same change.
+                    while let Ok(update) = updates.try_recv() {
+                        latest.insert(update.source, update.catalog);
+                    }
+                } else if !collect_burst(&mut updates, &mut latest, &coalescing).await {
                     // Every source is gone; publish what we have and stop.
                     self.publish_merged(&latest);
                     return;
@@ -221,6 +231,7 @@ impl Publisher {
                 syncing = false;
             }
             self.publish_merged(&latest);
+            last_publish = Some(Instant::now());
         }
     }
 
