@@ -6,7 +6,7 @@ use std::time::Duration;
 use ringway_tests::NamedBackend;
 use ringway_tests::discovery::{NO_ROUTE, Stack, assert_routes, names_on};
 use ringway_tests::doubles::consul::{ConsulDouble, ConsulInstance};
-use ringway_tests::net::free_port;
+use ringway_tests::net::{free_port, wait_until};
 
 /// Longer than any wait in these tests: a query that is not woken by a change hangs past the test's limit,
 /// so only a client that handles the index correctly passes.
@@ -63,7 +63,9 @@ fn an_index_that_goes_backwards_is_handled() {
     let stack = Stack::start(dir.path(), &["--consul", &consul.url()]);
     assert_routes(&stack, port, &["a"]);
 
-    // A snapshot restore: the index drops to 3, and the restored state has b too.
+    // A snapshot restore while the controlplane's queries (catalog, filler, web) are parked: the index
+    // drops to 3, the restored state has b too, and the parked queries answer at once.
+    assert!(wait_until(Duration::from_secs(20), || consul.parked() == 3));
     let restored = ConsulInstance::new("web-b", b.port(), &[&tag]);
     consul.restore_snapshot(3, |services| {
         services.get_mut("web").unwrap().push(restored)

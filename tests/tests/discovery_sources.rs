@@ -3,7 +3,9 @@
 
 use ringway_tests::discovery::{Stack, assert_routes, names_on};
 use ringway_tests::doubles::marathon::{MarathonDouble, host_app};
-use ringway_tests::net::free_port;
+use std::time::Duration;
+
+use ringway_tests::net::{free_port, wait_until};
 use ringway_tests::{Etcd, NamedBackend};
 use serde_json::json;
 use std::net::TcpListener;
@@ -52,7 +54,10 @@ fn a_source_down_at_start_up_joins_later_merges_by_port_and_keeps_its_routes_whe
         "the merge is logged"
     );
 
-    // Marathon dies: its instance stays (stale), etcd's changes still apply.
+    // Marathon dies while its event stream is followed (the reconnect backoff grew while it was down, so
+    // the stream may attach a few seconds after the first read): its instance stays (stale), and etcd's
+    // changes still apply.
+    assert!(wait_until(Duration::from_secs(20), || marathon.attached() == 1));
     drop(marathon);
     assert!(
         stack.wait_log("source stale"),

@@ -13,7 +13,7 @@
 //! Knobs: add/remove instances, flip a check, answer malformed JSON.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Blocking queries parked right now.
+    parked: AtomicUsize,
     changed: Condvar,
     max_block: Duration,
     stop: AtomicBool,
@@ -81,6 +83,7 @@ impl ConsulDouble {
                 ..State::default()
             }),
             changed: Condvar::new(),
+            parked: AtomicUsize::new(0),
             max_block,
             stop: AtomicBool::new(false),
         });
@@ -158,6 +161,11 @@ impl ConsulDouble {
     pub fn index(&self) -> u64 {
         self.shared.state.lock().unwrap().index
     }
+
+    /// How many blocking queries are waiting for a change right now.
+    pub fn parked(&self) -> usize {
+        self.shared.parked.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for ConsulDouble {
@@ -191,6 +199,10 @@ fn answer(shared: &Shared, r: &Request) -> Reply {
     let deadline = Instant::now() + wait;
     let mut state = shared.state.lock().unwrap();
     let generation = state.abandoned;
+    let parks = wanted > 0 && state.index <= wanted;
+    if parks {
+        shared.parked.fetch_add(1, Ordering::SeqCst);
+    }
     while wanted > 0
         && state.index <= wanted
         && state.abandoned == generation
@@ -201,6 +213,9 @@ fn answer(shared: &Shared, r: &Request) -> Reply {
             break;
         }
         state = shared.changed.wait_timeout(state, left).unwrap().0;
+    }
+    if parks {
+        shared.parked.fetch_sub(1, Ordering::SeqCst);
     }
     let index = state.index;
     if state.malformed {

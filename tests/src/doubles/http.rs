@@ -121,6 +121,11 @@ impl HttpServer {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// Stops accepting and answering, as a dead process would (dropping does the same).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for HttpServer {

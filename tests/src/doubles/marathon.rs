@@ -141,6 +141,8 @@ impl MarathonDouble {
 
 impl Drop for MarathonDouble {
     fn drop(&mut self) {
+        // The server first: a client noticing the closed streams must not find it still answering.
+        self.server.stop();
         self.stop.store(true, Ordering::SeqCst);
         self.drop_streams(true);
     }
