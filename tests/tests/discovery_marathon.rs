@@ -2,6 +2,7 @@
 //! the event stream drops, tasks are unhealthy, groups filter, and bad input keeps the last good routes.
 
 use std::net::TcpListener;
+use std::thread;
 
 use ringway_tests::NamedBackend;
 use ringway_tests::discovery::{NO_ROUTE, Stack, assert_routes, names_on};
@@ -78,7 +79,15 @@ fn a_change_made_while_the_event_stream_was_down_is_picked_up_on_reconnect() {
 
     // The stream drops (the controlplane re-reads once at that moment) and reconnects are refused;
     // meanwhile the app moves to b, and no event can tell.
-    let reads = leader.app_reads();
+    // Let the read the attach triggered finish first, so the next read is the one the drop causes.
+    let mut reads = leader.app_reads();
+    for _ in 0..50 {
+        thread::sleep(Duration::from_millis(200));
+        if leader.app_reads() == reads {
+            break;
+        }
+        reads = leader.app_reads();
+    }
     leader.drop_streams(true);
     assert!(wait_until(Duration::from_secs(20), || leader.app_reads() > reads));
     leader.set_apps(json!([host_app("/web", port, &[b.port()], json!({}))]));
