@@ -174,3 +174,62 @@ fn a_burst_of_1000_etcd_writes_gives_a_handful_of_snapshots_and_the_final_state(
         "{WRITES} writes produced {published} snapshots; coalescing should give a handful"
     );
 }
+
+/// Real etcd never answers garbage; the etcd double (tests/src/doubles/etcd.rs) does.
+#[test]
+fn malformed_etcd_answers_keep_the_last_good_routes() {
+    use ringway_tests::doubles::etcd::EtcdDouble;
+    let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
+    let (v2_port, v3_port) = (free_port(), free_port());
+    let v2 = EtcdDouble::start();
+    let v3 = EtcdDouble::start();
+    v2.set(&key("web", "web.0", v2_port), &local(a.port()));
+    v3.set(
+        "/ringway/services/web/a",
+        &format!(r#"{{"address":"127.0.0.1:{}","port":{v3_port}}}"#, a.port()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let registrator = format!("etcd://127.0.0.1:{}/services", v2.port());
+    let stack = Stack::start(
+        dir.path(),
+        &["--registrator", &registrator, "--etcd-v3", &v3.url()],
+    );
+    assert_routes(&stack, v2_port, &["a"]);
+    assert_routes(&stack, v3_port, &["a"]);
+
+    v2.malformed(true);
+    v3.malformed(true);
+    let stale = |source: &str| {
+        let tag = format!("\"source\":\"{source}\"");
+        stack
+            .log()
+            .lines()
+            .any(|l| l.contains("source stale") && l.contains(&tag))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || stale("registrator")
+            && stale("etcd-v3")),
+        "both malformed answers were reported:\n{}",
+        stack.log()
+    );
+    assert_eq!(
+        names_on(v2_port, 3),
+        ["a".to_string()].into(),
+        "registrator's last good routes stay"
+    );
+    assert_eq!(
+        names_on(v3_port, 3),
+        ["a".to_string()].into(),
+        "etcd v3's last good routes stay"
+    );
+
+    v2.malformed(false);
+    v3.malformed(false);
+    v2.set(&key("web", "web.1", v2_port), &local(b.port()));
+    v3.set(
+        "/ringway/services/web/b",
+        &format!(r#"{{"address":"127.0.0.1:{}","port":{v3_port}}}"#, b.port()),
+    );
+    assert_routes(&stack, v2_port, &["a", "b"]);
+    assert_routes(&stack, v3_port, &["a", "b"]);
+}
