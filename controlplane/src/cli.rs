@@ -62,8 +62,10 @@ pub struct Cli {
     )]
     pub groups: Vec<String>,
 
-    /// Route discovered services whose instances use the service port itself (host networking).
-    #[arg(long, env = "EXPOSE_HOST", action = ArgAction::SetTrue)]
+    /// Route discovered services whose instances use the service port itself (host networking). The variable
+    /// takes true/false, 1/0 (proxymatic's values), yes/no, on/off.
+    #[arg(long, env = "EXPOSE_HOST", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub expose_host: bool,
 
     /// IP address discovered services listen on.
