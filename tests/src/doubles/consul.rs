@@ -288,3 +288,51 @@ fn entry(name: &str, i: &ConsulInstance) -> Value {
         ]
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key path of a JSON value (`Service.Tags`, `Checks[].Status`, …).
+    fn shape(value: &Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let path = format!("{at}.{k}");
+                    out.insert(path.clone());
+                    shape(v, &path, out);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    shape(item, &format!("{at}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn entries_have_the_documented_shape() {
+        let documented: Value = serde_json::from_str(include_str!(
+            "../../fixtures/consul/health_service_redis.json"
+        ))
+        .unwrap();
+        let ours = json!([entry(
+            "redis",
+            &ConsulInstance::new("redis", 8000, &["primary"])
+        )]);
+        let (mut a, mut b) = (Default::default(), Default::default());
+        shape(&documented, "", &mut a);
+        shape(&ours, "", &mut b);
+        // Meta values and the lan/wan service addresses are free-form in the sample; the rest must match.
+        let relevant =
+            |s: &std::collections::BTreeSet<String>| -> std::collections::BTreeSet<String> {
+                s.iter()
+                    .filter(|p| !p.contains(".Meta.") && !p.contains(".Service.TaggedAddresses"))
+                    .cloned()
+                    .collect()
+            };
+        assert_eq!(relevant(&b), relevant(&a));
+    }
+}
