@@ -1,7 +1,8 @@
 //! The source-independent view of what should be load balanced.
 //!
-//! Every discovery source (today the static services file; Marathon, Consul, etcd and the HTTP API later)
-//! turns what it knows into a [`Catalog`] and hands the *whole* catalog over as a [`CatalogUpdate`]. Keeping
+//! Every discovery source (the static services file, Marathon, registrator's etcd tree, an etcd v3 prefix,
+//! Consul) turns what it knows into a [`Catalog`] and hands the *whole* catalog over, through its
+//! [`SourceHandle`](crate::source::SourceHandle), as a [`CatalogUpdate`]. Keeping
 //! this seam free of routing details means a source only knows its own format, and the
 //! [`compiler`](crate::compiler) is the one place that knows the snapshot model, the group size and the
 //! defaults.
@@ -10,12 +11,13 @@
 //! parse. Defaults that are operator policy (the service-wide connection limit, timeouts) stay `None` here so
 //! that the compiler applies them in one place.
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use ringway_shared::{BackendState, Balance};
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+pub use crate::source::SourceId;
 
 /// Everything one source currently knows: its full view, never a delta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,7 +46,21 @@ pub struct Service {
     /// Total concurrent connections for the service on one dataplane; `None` takes `--max-connections`.
     pub max_connections: Option<u32>,
     pub timeouts: ServiceTimeouts,
+    /// What the service speaks, as its labels say. The dataplane forwards TCP only today, so `http` is kept
+    /// for the HTTP routing to come and compiles to a TCP listener.
+    pub mode: ServiceMode,
+    /// Virtual host names (marathon-lb's `HAPROXY_<N>_VHOST`), lowercased and sorted, kept for HTTP routing.
+    pub vhosts: Vec<String>,
     pub instances: Vec<Instance>,
+}
+
+/// The `mode` label's values (proxymatic's `tcp`/`http`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    #[default]
+    Tcp,
+    Http,
 }
 
 /// Per-service time limits in milliseconds; `None` takes the model's default.
@@ -61,29 +77,10 @@ pub struct Instance {
     pub address: SocketAddr,
     /// 1..=1000 (the model's `WEIGHT_MIN..=WEIGHT_MAX`).
     pub weight: u16,
+    /// This instance's own limit before division by the group size, overriding the service's `maxconn`:
+    /// a canary app merged into a service keeps the limit its labels give it. Never `Some(0)`.
+    pub maxconn: Option<u32>,
     pub state: BackendState,
-}
-
-/// Names the source a catalog came from, for logs and, once there are several sources, for merging.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SourceId(pub String);
-
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// How a source is doing, for logs now and the status API later.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SourceStatus {
-    /// Attempts to read the source so far, successful or not.
-    pub attempts: u64,
-    /// When the source last produced a good catalog.
-    pub last_ok_unix_us: Option<u64>,
-    /// Why the latest attempt failed; `None` once an attempt succeeds again. While set, the last good
-    /// catalog stays in force.
-    pub last_error: Option<String>,
 }
 
 /// A source's new full view. Sources send these on a [`CatalogSender`]; the receiving end coalesces bursts

@@ -2,27 +2,89 @@
 //! is how containers and systemd units usually configure services; proxymatic's names (`GROUP_SIZE`,
 //! `MAX_CONNECTIONS`) are kept so existing deployments carry over.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{ArgAction, Parser};
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::config::{Config, DEFAULT_SOCKET};
+use crate::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
+use crate::etcd_v3::DEFAULT_PREFIX;
 use crate::file_watch::DEFAULT_POLL_INTERVAL;
 use crate::logging::LogFormat;
+use crate::publisher::Coalescing;
+use crate::registrator::{RegistratorError, RegistratorUrl};
 
 /// Default of `--ping-interval-ms`.
 const DEFAULT_PING_INTERVAL_MS: u64 = 5_000;
+/// Default of `--coalesce-ms` (see [`crate::publisher::DEFAULT_COALESCE`]).
+const DEFAULT_COALESCE_MS: u64 = 5;
 
 /// Ringway controlplane: discovers services, compiles route snapshots and serves them to dataplanes.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ringway-controlplane", version, about)]
 pub struct Cli {
-    /// Static services file (TOML), re-read when it changes and on SIGHUP. Required until other sources exist.
+    /// Static services file (TOML), re-read when it changes and on SIGHUP. At least one source (this or a
+    /// discovery source below) is required.
     #[arg(long, env = "RINGWAY_SERVICES", value_name = "FILE")]
     pub services: Option<PathBuf>,
+
+    /// Marathon replicas (comma-separated base URLs, tried in order): apps from /v2/apps, changes from /v2/events.
+    #[arg(long, env = "MARATHON_URL", value_name = "URLS", value_delimiter = ',')]
+    pub marathon: Vec<String>,
+
+    /// registrator's etcd v2 tree, as etcd://host:port/path.
+    #[arg(long, env = "REGISTRATOR_URL", value_name = "URL")]
+    pub registrator: Option<String>,
+
+    /// etcd v3 JSON gateway (http://host:2379), read under --etcd-prefix.
+    #[arg(long = "etcd-v3", env = "RINGWAY_ETCD_V3_URL", value_name = "URL")]
+    pub etcd_v3: Option<String>,
+
+    /// Key prefix of the etcd v3 source (format in docs/discovery.md).
+    #[arg(long, env = "RINGWAY_ETCD_PREFIX", value_name = "PREFIX", default_value = DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// Consul HTTP API (http://host:8500): services with passing checks, settings from their tags.
+    #[arg(long, env = "CONSUL_URL", value_name = "URL")]
+    pub consul: Option<String>,
+
+    /// marathon-lb groups served (comma-separated HAPROXY_GROUP values); `*` takes every app, grouped or not.
+    #[arg(
+        long = "group",
+        env = "RINGWAY_GROUPS",
+        value_name = "GROUPS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub groups: Vec<String>,
+
+    /// Route discovered services whose instances use the service port itself (host networking). The variable
+    /// takes true/false, 1/0 (proxymatic's values), yes/no, on/off.
+    #[arg(long, env = "EXPOSE_HOST", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub expose_host: bool,
+
+    /// IP address discovered services listen on.
+    #[arg(long, env = "RINGWAY_LISTEN_ADDRESS", value_name = "IP", default_value_t = DEFAULT_LISTEN_IP)]
+    pub listen_address: IpAddr,
+
+    /// Full re-read of every source this often, events or not (`60`, `60s`, `500ms`, `2m`).
+    #[arg(long, env = "REFRESH_INTERVAL", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// Quiet time that closes a burst of source changes into one snapshot (latest wins).
+    #[arg(long, env = "RINGWAY_COALESCE_MS", value_name = "MS", default_value_t = DEFAULT_COALESCE_MS)]
+    pub coalesce_ms: u64,
+
+    /// Longest the first snapshot waits for every source to answer once.
+    #[arg(long, env = "RINGWAY_INITIAL_SYNC_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub initial_sync_timeout: Duration,
 
     /// Unix socket the dataplanes connect to.
     #[arg(long, env = "RINGWAY_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
@@ -58,17 +120,66 @@ pub struct Cli {
 }
 
 /// A parsed command line that still cannot run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("--{flag} must be at least 1")]
     Zero { flag: &'static str },
+    #[error("--registrator: {0}")]
+    Registrator(#[from] RegistratorError),
+    #[error("--refresh-interval must not be 0")]
+    ZeroRefresh,
+}
+
+/// `250ms`, `30s`, `2m`, or a bare number of seconds (proxymatic's `REFRESH_INTERVAL=60`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 60s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
 }
 
 impl Cli {
     pub fn into_config(self) -> Result<Config, CliError> {
         let positive = |value: u32, flag| NonZeroU32::new(value).ok_or(CliError::Zero { flag });
+        if self.refresh_interval.is_zero() {
+            return Err(CliError::ZeroRefresh);
+        }
+        let registrator = self
+            .registrator
+            .as_deref()
+            .map(RegistratorUrl::parse)
+            .transpose()?;
         Ok(Config {
             services: self.services,
+            marathon: self
+                .marathon
+                .into_iter()
+                .filter(|m| !m.trim().is_empty())
+                .collect(),
+            registrator,
+            etcd_v3: self.etcd_v3,
+            etcd_prefix: self.etcd_prefix,
+            consul: self.consul,
+            discovery: DiscoveryOptions {
+                listen_ip: self.listen_address,
+                expose_host: self.expose_host,
+                groups: self.groups,
+                refresh_interval: self.refresh_interval,
+            },
+            coalescing: Coalescing::new(
+                Duration::from_millis(self.coalesce_ms),
+                self.initial_sync_timeout,
+            ),
             socket: self.socket,
             group_size: positive(self.group_size, "group-size")?,
             default_max_connections: positive(self.max_connections, "max-connections")?,
@@ -120,6 +231,67 @@ mod tests {
     }
 
     #[test]
+    fn discovery_flags() {
+        let config = parse(&[
+            "--marathon",
+            "http://m1:8080,http://m2:8080/",
+            "--registrator",
+            "etcd://127.0.0.1:2379/services",
+            "--consul",
+            "http://c:8500",
+            "--group",
+            "external,internal",
+            "--expose-host",
+            "--refresh-interval",
+            "500ms",
+            "--coalesce-ms",
+            "0",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.marathon, vec!["http://m1:8080", "http://m2:8080/"]);
+        assert_eq!(config.registrator.as_ref().unwrap().path, "/services");
+        assert_eq!(config.discovery.groups, vec!["external", "internal"]);
+        assert!(config.discovery.expose_host);
+        assert_eq!(
+            config.discovery.refresh_interval,
+            Duration::from_millis(500)
+        );
+        assert_eq!(config.coalescing.window, Duration::ZERO);
+        assert!(config.has_source());
+
+        let defaults = parse(&[]).unwrap().into_config().unwrap();
+        assert!(!defaults.has_source());
+        assert_eq!(defaults.discovery.groups, vec!["*"]);
+        assert_eq!(defaults.discovery.refresh_interval, Duration::from_secs(60));
+        assert_eq!(defaults.coalescing.window, Duration::from_millis(5));
+        assert!(!defaults.discovery.expose_host);
+
+        assert!(
+            parse(&["--registrator", "http://x"])
+                .unwrap()
+                .into_config()
+                .is_err()
+        );
+        assert!(
+            parse(&["--refresh-interval", "0"])
+                .unwrap()
+                .into_config()
+                .is_err()
+        );
+        assert!(parse(&["--refresh-interval", "5h"]).is_err());
+    }
+
+    #[test]
+    fn durations_read_like_proxymatics_and_ours() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
     fn allow_uid_repeats() {
         let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
         assert_eq!(cli.allow_uids, vec![5, 7]);
@@ -138,6 +310,17 @@ mod tests {
             "RINGWAY_ALLOW_UIDS",
             "RINGWAY_LOG_FORMAT",
             "RINGWAY_PING_INTERVAL_MS",
+            "MARATHON_URL",
+            "REGISTRATOR_URL",
+            "RINGWAY_ETCD_V3_URL",
+            "RINGWAY_ETCD_PREFIX",
+            "CONSUL_URL",
+            "RINGWAY_GROUPS",
+            "EXPOSE_HOST",
+            "RINGWAY_LISTEN_ADDRESS",
+            "REFRESH_INTERVAL",
+            "RINGWAY_COALESCE_MS",
+            "RINGWAY_INITIAL_SYNC_TIMEOUT",
         ] {
             assert!(
                 help.contains(&format!("env: {var}")),

@@ -65,14 +65,16 @@ pub fn compile(catalog: &Catalog, settings: &CompileSettings) -> Result<Snapshot
 }
 
 fn compile_cluster(service: &Service, settings: &CompileSettings) -> Cluster {
-    let limit = per_backend_limit(service.maxconn, settings.group_size);
     let mut backends: Vec<Backend> = service
         .instances
         .iter()
         .map(|instance| Backend {
             address: instance.address,
             weight: instance.weight,
-            max_connections: limit,
+            max_connections: per_backend_limit(
+                instance.maxconn.or(service.maxconn),
+                settings.group_size,
+            ),
             state: instance.state,
         })
         .collect();
@@ -97,7 +99,7 @@ fn compile_cluster(service: &Service, settings: &CompileSettings) -> Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Instance, ServiceTimeouts};
+    use crate::catalog::{Instance, ServiceMode, ServiceTimeouts};
     use ringway_shared::model::{DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WEIGHT};
     use ringway_shared::{BackendState, Balance};
 
@@ -120,11 +122,14 @@ mod tests {
             maxconn,
             max_connections: None,
             timeouts: ServiceTimeouts::default(),
+            mode: ServiceMode::Tcp,
+            vhosts: Vec::new(),
             instances: backends
                 .iter()
                 .map(|p| Instance {
                     address: format!("10.0.0.1:{p}").parse().unwrap(),
                     weight: DEFAULT_WEIGHT,
+                    maxconn: None,
                     state: BackendState::Active,
                 })
                 .collect(),
@@ -162,6 +167,25 @@ mod tests {
         assert_eq!(limits("a"), vec![Some(2), Some(2)]);
         assert_eq!(limits("b"), vec![Some(1)]);
         assert_eq!(limits("c"), vec![None]);
+    }
+
+    #[test]
+    fn an_instance_limit_overrides_the_service_limit() {
+        let mut svc = service("a", 18080, Some(10), &[1, 2]);
+        svc.instances[1].maxconn = Some(4);
+        let snapshot = compile(
+            &Catalog {
+                services: vec![svc],
+            },
+            &settings(2),
+        )
+        .unwrap();
+        let limits: Vec<Option<u32>> = snapshot.clusters[0]
+            .backends
+            .iter()
+            .map(|b| b.max_connections)
+            .collect();
+        assert_eq!(limits, vec![Some(5), Some(2)]);
     }
 
     #[test]

@@ -7,7 +7,11 @@ use std::time::Duration;
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::compiler::CompileSettings;
+use crate::discovery::DiscoveryOptions;
+use crate::etcd_v3::DEFAULT_PREFIX;
 use crate::file_watch::DEFAULT_POLL_INTERVAL;
+use crate::publisher::Coalescing;
+use crate::registrator::RegistratorUrl;
 use crate::snapshot_server::ServerOptions;
 
 /// Where dataplanes find the controlplane unless told otherwise.
@@ -24,8 +28,22 @@ const DEFAULT_MAX_CONNECTIONS_NZ: NonZeroU32 = match NonZeroU32::new(DEFAULT_MAX
 /// Everything [`run`](crate::run) needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// The static services file; today the only source, so [`run`](crate::run) refuses to start without it.
+    /// The static services file.
     pub services: Option<PathBuf>,
+    /// Marathon replica base URLs; empty: no Marathon source.
+    pub marathon: Vec<String>,
+    /// registrator's etcd v2 tree.
+    pub registrator: Option<RegistratorUrl>,
+    /// etcd v3 JSON gateway base URL.
+    pub etcd_v3: Option<String>,
+    /// Key prefix read from etcd v3.
+    pub etcd_prefix: String,
+    /// Consul HTTP API base URL.
+    pub consul: Option<String>,
+    /// What applies to every discovery source.
+    pub discovery: DiscoveryOptions,
+    /// How catalogs become snapshots.
+    pub coalescing: Coalescing,
     pub socket: PathBuf,
     pub group_size: NonZeroU32,
     /// Per-service connection total when a source sets none.
@@ -38,10 +56,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for everything but the services file.
+    /// Defaults for everything, with the services file as the only source.
     pub fn new(services: Option<PathBuf>) -> Self {
         Self {
             services,
+            marathon: Vec::new(),
+            registrator: None,
+            etcd_v3: None,
+            etcd_prefix: DEFAULT_PREFIX.to_string(),
+            consul: None,
+            discovery: DiscoveryOptions::default(),
+            coalescing: Coalescing::default(),
             socket: PathBuf::from(DEFAULT_SOCKET),
             group_size: NonZeroU32::MIN,
             default_max_connections: DEFAULT_MAX_CONNECTIONS_NZ,
@@ -49,6 +74,24 @@ impl Config {
             ping_interval: DEFAULT_PING_INTERVAL,
             file_poll_interval: DEFAULT_POLL_INTERVAL,
         }
+    }
+
+    /// Whether any source is configured.
+    pub fn has_source(&self) -> bool {
+        self.services.is_some()
+            || !self.marathon.is_empty()
+            || self.registrator.is_some()
+            || self.etcd_v3.is_some()
+            || self.consul.is_some()
+    }
+
+    /// Whether the services file is the only source.
+    pub fn is_file_only(&self) -> bool {
+        self.services.is_some()
+            && self.marathon.is_empty()
+            && self.registrator.is_none()
+            && self.etcd_v3.is_none()
+            && self.consul.is_none()
     }
 
     pub fn compile_settings(&self) -> CompileSettings {

@@ -7,8 +7,10 @@
 //! the cases inotify does not see (a symlink swapped in a parent directory, a watch that could not be set up,
 //! an overflowed event queue).
 //!
-//! A file that does not parse or validate is logged with its `file:line:column: field` report and nothing is
-//! sent: the last good catalog stays in force. Only at start-up is a bad file fatal (see [`FileWatch::load`]).
+//! A file that does not parse or validate is logged with its `file:line:column: field` report and reported
+//! as a failure through the [`SourceHandle`]: the last good catalog stays in force. Only at start-up is a bad
+//! file fatal (see [`FileWatch::load`]). Like every source, the file is also re-read every
+//! `--refresh-interval`, changed or not (an identical catalog publishes nothing).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -17,13 +19,14 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::catalog::{Catalog, CatalogSender, CatalogUpdate, SourceId, SourceStatus};
+use crate::catalog::Catalog;
+use crate::discovery::DEFAULT_REFRESH_INTERVAL;
 use crate::services_file::{self, ServicesFileError};
-use crate::versions::unix_micros;
+use crate::source::{SourceHandle, SourceId};
 
 /// Quiet time after the last change event before the file is read, so one save is read once.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
@@ -67,11 +70,10 @@ impl Stamp {
 #[derive(Debug)]
 pub struct FileWatch {
     path: PathBuf,
-    source: SourceId,
-    sink: CatalogSender,
+    handle: SourceHandle,
     reload: Arc<Notify>,
     poll_interval: Duration,
-    status: watch::Sender<SourceStatus>,
+    refresh_interval: Duration,
     /// Identity of the file when it was last read, good or bad.
     last_read: Option<Stamp>,
     /// Change events about our file; the watch is set up in [`FileWatch::new`], before the first read, so
@@ -82,8 +84,14 @@ pub struct FileWatch {
 }
 
 impl FileWatch {
-    /// Starts watching `path`'s directory at once; works outside a tokio runtime too.
-    pub fn new(path: PathBuf, sink: CatalogSender) -> Result<Self, WatchError> {
+    /// The source name of a services file at `path`.
+    pub fn source_id(path: &Path) -> SourceId {
+        SourceId(format!("file:{}", path.display()))
+    }
+
+    /// Starts watching `path`'s directory at once; works outside a tokio runtime too. `handle` should be
+    /// registered under [`FileWatch::source_id`].
+    pub fn new(path: PathBuf, handle: SourceHandle) -> Result<Self, WatchError> {
         let file_name = path
             .file_name()
             .ok_or_else(|| WatchError::NoFileName(path.clone()))?
@@ -96,12 +104,11 @@ impl FileWatch {
             }
         });
         Ok(Self {
-            source: SourceId(format!("file:{}", path.display())),
             path,
-            sink,
+            handle,
             reload: Arc::new(Notify::new()),
             poll_interval: DEFAULT_POLL_INTERVAL,
-            status: watch::Sender::new(SourceStatus::default()),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
             last_read: None,
             events,
             _watcher: watcher,
@@ -113,8 +120,19 @@ impl FileWatch {
         self
     }
 
+    /// A full re-read this often, changed or not.
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
     pub fn source(&self) -> &SourceId {
-        &self.source
+        self.handle.id()
+    }
+
+    /// The handle this source reports through (the start-up catalog is published through it).
+    pub fn handle(&self) -> &SourceHandle {
+        &self.handle
     }
 
     /// Notify this to re-read the file now (SIGHUP does).
@@ -122,34 +140,24 @@ impl FileWatch {
         Arc::clone(&self.reload)
     }
 
-    /// Follows this source's status.
-    pub fn status(&self) -> watch::Receiver<SourceStatus> {
-        self.status.subscribe()
-    }
-
-    /// Reads the file once; at start-up, an error here is fatal to the caller.
+    /// Reads the file once without reporting; at start-up, an error here is fatal to the caller, who then
+    /// publishes the catalog through [`FileWatch::handle`].
     pub fn load(&mut self) -> Result<Catalog, ServicesFileError> {
         self.last_read = Stamp::of(&self.path);
-        let result = services_file::load(&self.path);
-        self.status.send_modify(|s| {
-            s.attempts += 1;
-            match &result {
-                Ok(_) => {
-                    s.last_ok_unix_us = Some(unix_micros());
-                    s.last_error = None;
-                }
-                Err(e) => s.last_error = Some(e.to_string()),
-            }
-        });
-        result
+        services_file::load(&self.path)
     }
 
     /// Re-reads the file on every change until the receiving end of the sink is gone.
     pub async fn run(mut self) {
         let mut poll = interval_at(Instant::now() + self.poll_interval, self.poll_interval);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut refresh = interval_at(
+            Instant::now() + self.refresh_interval,
+            self.refresh_interval,
+        );
+        refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let reload = Arc::clone(&self.reload);
-        let sink = self.sink.clone();
+        let handle = self.handle.clone();
         loop {
             tokio::select! {
                 Some(()) = self.events.recv() => {
@@ -162,7 +170,8 @@ impl FileWatch {
                         self.reread("file changed (poll)").await;
                     }
                 }
-                () = sink.closed() => return,
+                _ = refresh.tick() => self.reread("refresh interval").await,
+                () = handle.closed() => return,
             }
         }
     }
@@ -177,13 +186,7 @@ impl FileWatch {
                     instances = catalog.instance_count(),
                     "services file read"
                 );
-                let update = CatalogUpdate {
-                    source: self.source.clone(),
-                    catalog,
-                };
-                if self.sink.send(update).await.is_err() {
-                    debug!("publisher gone; services file update dropped");
-                }
+                self.handle.publish(catalog).await;
             }
             Err(e) => {
                 error!(
@@ -194,6 +197,7 @@ impl FileWatch {
                 for line in e.to_string().lines() {
                     error!("{line}");
                 }
+                self.handle.fail(&e);
             }
         }
     }

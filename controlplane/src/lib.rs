@@ -2,18 +2,26 @@
 //! dataplanes over a Unix socket.
 //!
 //! ```text
-//! services file ─► FileWatch ─► CatalogUpdate ─► Publisher ─► (compile, version, encode) ─► watch channel
-//!                  (source)      (the seam)       └ compiler                                    │
-//!                                                                    SnapshotServer ─► one session per dataplane
+//! services file ─► FileWatch ──┐
+//! Marathon ──────► Marathon ───┤  SourceHandle      Publisher (latest catalog per source, merge,
+//! registrator ───► Registrator ┼─► CatalogUpdate ─► coalesce, compile, version, encode) ─► watch channel
+//! etcd v3 ───────► EtcdV3 ─────┤  (+ SourceRegistry:                                          │
+//! Consul ────────► Consul ─────┘   ok/stale/failing)          SnapshotServer ─► one session per dataplane
 //! ```
 //!
 //! Modules, in data-flow order:
-//! - [`services_file`]: the TOML services file → [`catalog::Catalog`], with `file:line:col: field` errors.
-//! - [`file_watch`]: re-reads it on change (inotify + poll) and SIGHUP; keeps the last good one.
+//! - Sources, one module each: [`services_file`] (the TOML file → [`catalog::Catalog`]) and [`file_watch`]
+//!   (re-read on change and SIGHUP); [`marathon`] (`/v2/apps` + SSE `/v2/events`); [`registrator`]
+//!   (registrator's etcd v2 tree); [`etcd_v3`] (an etcd v3 prefix through the JSON gateway); [`consul`]
+//!   (catalog + health with blocking queries).
+//! - What discovery sources share: [`discovery`] (options, HTTP client, backoff, host resolution, how a
+//!   discovered port becomes a service) and [`labels`] (the label and tag settings users already write).
+//! - [`source`]: the handle every source reports through, and the registry of source states.
 //! - [`catalog`]: the source-independent view every source produces, and the channel they send it on.
+//! - [`merge`]: sources and apps combined by listen address, names made unique, deterministically.
 //! - [`compiler`]: catalog + group size + defaults → deterministic `ringway_shared::Snapshot`.
 //! - [`versions`]: versions that keep increasing across restarts.
-//! - [`publisher`]: the current snapshot, encoded once, skipped when unchanged.
+//! - [`publisher`]: per-source catalogs merged, bursts coalesced, unchanged snapshots skipped.
 //! - [`snapshot_server`]: the socket, stale-socket handling and peer admission; [`session`]: the protocol.
 //! - [`peer_auth`]: which uids may connect. [`registry`]: connected dataplanes, ACKs and NACKs.
 //! - [`cli`], [`config`], [`logging`]: how it is started.
@@ -24,14 +32,22 @@ pub mod catalog;
 pub mod cli;
 pub mod compiler;
 pub mod config;
+pub mod consul;
+pub mod discovery;
+pub mod etcd_v3;
 pub mod file_watch;
+pub mod labels;
 pub mod logging;
+pub mod marathon;
+pub mod merge;
 pub mod peer_auth;
 pub mod publisher;
+pub mod registrator;
 pub mod registry;
 pub mod services_file;
 pub mod session;
 pub mod snapshot_server;
+pub mod source;
 pub mod versions;
 
 use std::future::Future;
@@ -45,10 +61,16 @@ use tracing::info;
 pub use config::Config;
 
 use catalog::catalog_channel;
+use compiler::compile;
+use consul::Consul;
+use etcd_v3::EtcdV3;
 use file_watch::FileWatch;
+use marathon::Marathon;
 use publisher::Publisher;
+use registrator::Registrator;
 use registry::DataplaneRegistry;
 use snapshot_server::SnapshotServer;
+use source::{SourceId, SourceRegistry};
 
 /// Runs the controlplane until SIGTERM or SIGINT, then removes the socket and returns `Ok`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -65,42 +87,92 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
 /// Runs the controlplane until `shutdown` completes. Start-up problems (no source, a bad services file, a
 /// socket already served) are returned as errors before anything is served.
+///
+/// Discovery sources that are down at start-up are not errors: the controlplane serves at once, and the
+/// first snapshot goes out when every source has answered (or `--initial-sync-timeout` has passed and one
+/// has). Until then dataplanes keep what they have (their state file).
 pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let services = config.services.clone().context(
-        "no discovery source configured: pass --services FILE (or set RINGWAY_SERVICES)",
-    )?;
+    if !config.has_source() {
+        anyhow::bail!(
+            "no discovery source configured: pass --services FILE, --marathon, --registrator, --etcd-v3 or \
+             --consul (or set RINGWAY_SERVICES, MARATHON_URL, REGISTRATOR_URL, RINGWAY_ETCD_V3_URL, CONSUL_URL)"
+        );
+    }
     // Installed before anything slow so an early SIGHUP reloads instead of killing the process.
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let publisher = Arc::new(Publisher::new(config.compile_settings()));
     let registry = DataplaneRegistry::new();
+    let sources = SourceRegistry::new();
     let (sink, updates) = catalog_channel();
+    let mut tasks = JoinSet::new();
 
-    let mut file = FileWatch::new(services, sink)
-        .context("cannot start")?
-        .with_poll_interval(config.file_poll_interval);
-    let catalog = file.load().context("cannot start")?;
-    publisher
-        .publish(&catalog)
-        .context("cannot start: services file does not compile")?;
+    if let Some(services) = config.services.clone() {
+        let handle = sources.handle(FileWatch::source_id(&services), sink.clone());
+        let mut file = FileWatch::new(services, handle)
+            .context("cannot start")?
+            .with_poll_interval(config.file_poll_interval)
+            .with_refresh_interval(config.discovery.refresh_interval);
+        let catalog = file.load().context("cannot start")?;
+        const NO_COMPILE: &str = "cannot start: services file does not compile";
+        if config.is_file_only() {
+            // Nothing else to wait for: the first snapshot is ready before the socket appears.
+            publisher.publish(&catalog).context(NO_COMPILE)?;
+        } else {
+            compile(&catalog, &config.compile_settings()).context(NO_COMPILE)?;
+        }
+        file.handle().publish(catalog).await;
+        let reload = file.reload_handle();
+        tasks.spawn(async move {
+            while hangup.recv().await.is_some() {
+                info!("SIGHUP received, re-reading the services file");
+                reload.notify_one();
+            }
+        });
+        tasks.spawn(file.run());
+    }
+    spawn_discovery(&config, &sources, &sink, &mut tasks);
+    drop(sink);
+
+    let expected = sources.ids();
+    tasks.spawn(Arc::clone(&publisher).consume(updates, expected, config.coalescing));
 
     let server = SnapshotServer::bind(config.server_options(), Arc::clone(&publisher), registry)
         .await
         .context("cannot start")?;
 
-    let mut tasks = JoinSet::new();
-    tasks.spawn(Arc::clone(&publisher).consume(updates));
-    let reload = file.reload_handle();
-    tasks.spawn(async move {
-        while hangup.recv().await.is_some() {
-            info!("SIGHUP received, re-reading the services file");
-            reload.notify_one();
-        }
-    });
-    tasks.spawn(file.run());
-
     server.serve(shutdown).await;
     tasks.shutdown().await;
     info!("controlplane stopped");
     Ok(())
+}
+
+/// Starts one task per configured discovery source.
+fn spawn_discovery(
+    config: &Config,
+    sources: &SourceRegistry,
+    sink: &catalog::CatalogSender,
+    tasks: &mut JoinSet<()>,
+) {
+    let options = config.discovery.clone();
+    let handle = |name: &str| sources.handle(SourceId::new(name), sink.clone());
+    if !config.marathon.is_empty() {
+        let source = Marathon::new(config.marathon.clone(), options.clone(), handle("marathon"));
+        tasks.spawn(source.run());
+    }
+    if let Some(url) = &config.registrator {
+        tasks.spawn(Registrator::new(url.clone(), options.clone(), handle("registrator")).run());
+    }
+    if let Some(url) = &config.etcd_v3 {
+        let source = EtcdV3::new(
+            url.clone(),
+            config.etcd_prefix.clone(),
+            options.clone(),
+            handle("etcd-v3"),
+        );
+        tasks.spawn(source.run());
+    }
+    if let Some(url) = &config.consul {
+        tasks.spawn(Consul::new(url.clone(), options, handle("consul")).run());
+    }
 }

@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::catalog::{Catalog, Instance, Service, ServiceTimeouts};
+use crate::catalog::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
 
 /// The only top-level key: an array of service tables.
 const SERVICE_KEY: &str = "service";
@@ -317,6 +317,8 @@ impl Checker<'_> {
                 maxconn,
                 max_connections,
                 timeouts,
+                mode: ServiceMode::Tcp,
+                vhosts: Vec::new(),
                 instances,
             }),
             _ => None,
@@ -365,6 +367,7 @@ impl Checker<'_> {
                 instances.push(Instance {
                     address,
                     weight,
+                    maxconn: None,
                     state,
                 });
             }

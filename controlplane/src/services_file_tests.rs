@@ -61,15 +61,19 @@ fn valid_file_round_trips() {
             idle_ms: Some(30000),
             queue_ms: Some(250),
         },
+        mode: ServiceMode::Tcp,
+        vhosts: Vec::new(),
         instances: vec![
             Instance {
                 address: "127.0.0.1:19001".parse().unwrap(),
                 weight: 700,
+                maxconn: None,
                 state: BackendState::Active,
             },
             Instance {
                 address: "127.0.0.1:19002".parse().unwrap(),
                 weight: DEFAULT_WEIGHT,
+                maxconn: None,
                 state: BackendState::Draining,
             },
         ],
@@ -81,9 +85,12 @@ fn valid_file_round_trips() {
         maxconn: None,
         max_connections: None,
         timeouts: ServiceTimeouts::default(),
+        mode: ServiceMode::Tcp,
+        vhosts: Vec::new(),
         instances: vec![Instance {
             address: "[::1]:5432".parse().unwrap(),
             weight: 1,
+            maxconn: None,
             state: BackendState::Active,
         }],
     };

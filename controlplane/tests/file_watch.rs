@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{DEADLINE, runtime, services_toml, settings, web_weight};
-use ringway_controlplane::catalog::{SourceStatus, catalog_channel};
+use ringway_controlplane::catalog::catalog_channel;
 use ringway_controlplane::file_watch::FileWatch;
-use ringway_controlplane::publisher::{Publisher, SnapshotWatch};
+use ringway_controlplane::publisher::{Coalescing, Publisher, SnapshotWatch};
+use ringway_controlplane::source::{SourceRegistry, SourceState, SourceStatus};
 use tokio::sync::{Notify, watch};
 
 /// A file watch feeding a publisher, as `run` wires them.
@@ -32,15 +33,21 @@ impl Live {
         let rt = runtime();
         let publisher = Arc::new(Publisher::new(settings()));
         let (sink, updates) = catalog_channel();
-        let mut file = FileWatch::new(path.clone(), sink)
+        let sources = SourceRegistry::new();
+        let id = FileWatch::source_id(&path);
+        let handle = sources.handle(id.clone(), sink);
+        let mut file = FileWatch::new(path.clone(), handle)
             .unwrap()
             .with_poll_interval(poll);
-        publisher.publish(&file.load().unwrap()).unwrap();
+        let catalog = file.load().unwrap();
+        publisher.publish(&catalog).unwrap();
+        // As `run` does: the start-up catalog goes through the handle too (the consumer sees it unchanged).
+        assert!(rt.block_on(file.handle().publish(catalog)));
         let mut snapshots = publisher.subscribe();
         snapshots.borrow_and_update();
-        let status = file.status();
+        let status = sources.subscribe(&id).unwrap();
         let reload = file.reload_handle();
-        rt.spawn(Arc::clone(&publisher).consume(updates));
+        rt.spawn(Arc::clone(&publisher).consume(updates, vec![id], Coalescing::default()));
         rt.spawn(file.run());
         Self {
             rt,
@@ -129,6 +136,7 @@ fn a_broken_file_publishes_nothing_and_keeps_the_last_good_snapshot() {
     let attempts = live.status.borrow().attempts;
     std::fs::write(&live.path, services_toml(0)).unwrap();
     let status = live.status_after(attempts);
+    assert_eq!(status.state, SourceState::Stale);
     let error = status.last_error.expect("the broken file was accepted");
     assert!(error.contains("services.toml:5:"), "{error}");
     assert!(error.contains("backends[0].weight"), "{error}");
@@ -141,7 +149,7 @@ fn a_broken_file_publishes_nothing_and_keeps_the_last_good_snapshot() {
     // Fixing the file resumes publishing.
     std::fs::write(&live.path, services_toml(40)).unwrap();
     assert_eq!(live.next_weight(), 40);
-    assert_eq!(live.status.borrow().last_error, None);
+    assert_eq!(live.status.borrow().state, SourceState::Ok);
 }
 
 #[test]
@@ -150,7 +158,7 @@ fn a_reload_request_rereads_the_file() {
     let attempts = live.status.borrow().attempts;
     live.reload.notify_one();
     let status = live.status_after(attempts);
-    assert_eq!(status.last_error, None);
+    assert_eq!(status.state, SourceState::Ok);
     // Unchanged content: nothing new is published.
     assert!(!live.snapshots.has_changed().unwrap());
 }

@@ -1,10 +1,14 @@
 //! Support for Ringway's end-to-end tests: the real binaries as child processes, real TCP backends on
-//! loopback, and a scripted controlplane for what the real one never sends (invalid snapshots).
+//! loopback, a scripted controlplane for what the real one never sends (invalid snapshots), a real etcd,
+//! and doubles of the discovery sources that cannot run here (Marathon, Consul).
 //!
 //! Every wait is bounded; every process is killed when its handle drops, so a failing test leaves
 //! nothing running.
 
 pub mod backends;
+pub mod discovery;
+pub mod doubles;
+pub mod etcd;
 pub mod fake_controlplane;
 pub mod harness;
 pub mod http;
@@ -14,6 +18,7 @@ pub mod services;
 pub mod traffic;
 
 pub use backends::{EchoBackend, NamedBackend, read_name};
+pub use etcd::Etcd;
 pub use harness::Harness;
 pub use net::{free_port, wait_until};
 pub use procs::{Controlplane, Dataplane};

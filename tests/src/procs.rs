@@ -38,8 +38,14 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[String], log: PathBuf, envs: &[(&str, &str)]) -> Self {
+        Self::spawn_path(&bin(name), args, log, envs)
+    }
+
+    /// Spawns the program at `path` (etcd, say), logging into `log`.
+    pub fn spawn_path(path: &Path, args: &[String], log: PathBuf, envs: &[(&str, &str)]) -> Self {
+        let name = path.display().to_string();
         let file = File::create(&log).unwrap();
-        let mut command = Command::new(bin(name));
+        let mut command = Command::new(path);
         command
             .args(args)
             .env(
@@ -138,11 +144,20 @@ impl Controlplane {
     }
 
     pub fn start_on(dir: &Path, socket: &Path, services: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--services", &services.to_str().unwrap()];
+        args.extend(extra);
+        Self::start_args(dir, socket, &args)
+    }
+
+    /// Starts a controlplane with only `args` (discovery flags) besides the socket and JSON logs.
+    pub fn start_with(dir: &Path, args: &[&str]) -> Self {
+        Self::start_args(dir, &dir.join("control.sock"), args)
+    }
+
+    fn start_args(dir: &Path, socket: &Path, extra: &[&str]) -> Self {
         let _ = std::fs::remove_file(socket);
         let mut args = vec![
-            "--services".to_string(),
-            services.display().to_string(),
-            "--socket".into(),
+            "--socket".to_string(),
             socket.display().to_string(),
             "--log-format".into(),
             "json".into(),
@@ -162,6 +177,15 @@ impl Controlplane {
             proc,
             socket: socket.to_path_buf(),
         }
+    }
+
+    /// Versions of every snapshot this controlplane published.
+    pub fn published_versions(&self) -> Vec<u64> {
+        self.proc
+            .events("published snapshot")
+            .iter()
+            .filter_map(|e| e["fields"]["version"].as_u64())
+            .collect()
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_controlplane::catalog::{Catalog, Instance, Service, ServiceTimeouts};
+use ringway_controlplane::catalog::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
 use ringway_controlplane::compiler::CompileSettings;
 use ringway_controlplane::publisher::{PublishOutcome, Publisher};
 use ringway_controlplane::registry::DataplaneRegistry;
@@ -54,9 +54,12 @@ pub fn catalog(weight: u16) -> Catalog {
             maxconn: None,
             max_connections: None,
             timeouts: ServiceTimeouts::default(),
+            mode: ServiceMode::Tcp,
+            vhosts: Vec::new(),
             instances: vec![Instance {
                 address: "127.0.0.1:19001".parse().unwrap(),
                 weight,
+                maxconn: None,
                 state: BackendState::Active,
             }],
         }],

@@ -1,0 +1,210 @@
+//! Marathon through its double (tests/src/doubles/marathon.rs): apps and tasks come and go, replicas fail,
+//! the event stream drops, tasks are unhealthy, groups filter, and bad input keeps the last good routes.
+
+use std::net::TcpListener;
+use std::thread;
+
+use ringway_tests::NamedBackend;
+use ringway_tests::discovery::{NO_ROUTE, Stack, assert_routes, names_on};
+use ringway_tests::doubles::marathon::{MarathonDouble, host_app};
+use ringway_tests::net::{free_port, wait_until};
+use serde_json::{Value, json};
+
+use std::time::Duration;
+
+fn status_update(app: &str) -> Value {
+    json!({"appId": app, "taskStatus": "TASK_RUNNING", "taskId": format!("{app}.x"), "host": "127.0.0.1"})
+}
+
+/// A port nothing listens on: a replica that is down.
+fn dead_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    port
+}
+
+#[test]
+fn tasks_appear_and_disappear_through_a_standby_when_the_first_replica_is_down() {
+    let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
+    let port = free_port();
+    let leader = MarathonDouble::leader(json!([host_app("/web", port, &[a.port()], json!({}))]));
+    let standby = leader.standby();
+    let dir = tempfile::tempdir().unwrap();
+    let replicas = format!("http://127.0.0.1:{},{}", dead_port(), standby.url());
+    let stack = Stack::start(dir.path(), &["--marathon", &replicas]);
+
+    // The first replica refuses; the standby answers REST and redirects the event stream to the leader.
+    assert_routes(&stack, port, &["a"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || leader.attached() == 1),
+        "the event stream reached the leader through the standby's 302"
+    );
+
+    leader.set_apps(json!([host_app(
+        "/web",
+        port,
+        &[a.port(), b.port()],
+        json!({})
+    )]));
+    leader.emit("status_update_event", status_update("/web"));
+    assert_routes(&stack, port, &["a", "b"]);
+
+    leader.set_apps(json!([host_app("/web", port, &[b.port()], json!({}))]));
+    leader.emit("status_update_event", status_update("/web"));
+    assert_routes(&stack, port, &["b"]);
+    let before = a.counters().accepted();
+    names_on(port, 5);
+    assert_eq!(
+        a.counters().accepted(),
+        before,
+        "the task that disappeared gets no new connections"
+    );
+
+    leader.set_apps(json!([]));
+    leader.emit("app_terminated_event", json!({"appId": "/web"}));
+    assert_routes(&stack, port, &[NO_ROUTE]);
+}
+
+#[test]
+fn a_change_made_while_the_event_stream_was_down_is_picked_up_on_reconnect() {
+    let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
+    let port = free_port();
+    let leader = MarathonDouble::leader(json!([host_app("/web", port, &[a.port()], json!({}))]));
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(dir.path(), &["--marathon", &leader.url()]);
+    assert_routes(&stack, port, &["a"]);
+    assert!(wait_until(Duration::from_secs(20), || leader.attached() == 1));
+    let connections = leader.stream_connections();
+
+    // The stream drops (the controlplane re-reads once at that moment) and reconnects are refused;
+    // meanwhile the app moves to b, and no event can tell.
+    // Let the read the attach triggered finish first, so the next read is the one the drop causes.
+    let mut reads = leader.app_reads();
+    for _ in 0..50 {
+        thread::sleep(Duration::from_millis(200));
+        if leader.app_reads() == reads {
+            break;
+        }
+        reads = leader.app_reads();
+    }
+    leader.drop_streams(true);
+    assert!(wait_until(Duration::from_secs(20), || leader.app_reads() > reads));
+    leader.set_apps(json!([host_app("/web", port, &[b.port()], json!({}))]));
+    assert_eq!(
+        names_on(port, 3),
+        ["a".to_string()].into(),
+        "nothing told the controlplane yet"
+    );
+
+    leader.accept_streams();
+    assert_routes(&stack, port, &["b"]);
+    assert!(
+        leader.stream_connections() > connections,
+        "the stream reconnected"
+    );
+}
+
+#[test]
+fn unhealthy_tasks_are_not_routed_and_groups_filter_apps() {
+    let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
+    let (web, internal) = (free_port(), free_port());
+    let apps = |b_alive: bool, internal_groups: &str| {
+        let mut web_app = host_app(
+            "/web",
+            web,
+            &[a.port(), b.port()],
+            json!({"HAPROXY_GROUP": "external"}),
+        );
+        web_app["healthChecks"] = json!([{"protocol": "TCP", "portIndex": 0}]);
+        web_app["tasks"][0]["healthCheckResults"] =
+            json!([{"alive": true, "consecutiveFailures": 0}]);
+        web_app["tasks"][1]["healthCheckResults"] =
+            json!([{"alive": true}, {"alive": b_alive, "consecutiveFailures": 3}]);
+        let other = host_app(
+            "/internal",
+            internal,
+            &[a.port()],
+            json!({"HAPROXY_GROUP": internal_groups}),
+        );
+        json!([web_app, other])
+    };
+    let leader = MarathonDouble::leader(apps(false, "internal"));
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(
+        dir.path(),
+        &["--marathon", &leader.url(), "--group", "external"],
+    );
+
+    assert_routes(&stack, web, &["a"]);
+    assert_eq!(
+        names_on(internal, 1),
+        [NO_ROUTE.to_string()].into(),
+        "group internal is not served"
+    );
+
+    leader.set_apps(apps(true, "internal,external"));
+    leader.emit(
+        "health_status_changed_event",
+        json!({"appId": "/web", "alive": true}),
+    );
+    assert_routes(&stack, web, &["a", "b"]);
+    assert_routes(&stack, internal, &["a"]);
+}
+
+#[test]
+fn malformed_json_keeps_the_last_good_routes_and_bad_labels_skip_only_their_port() {
+    let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
+    let (good, bad_maxconn, bad_weight) = (free_port(), free_port(), free_port());
+    let leader = MarathonDouble::leader(json!([
+        host_app("/good", good, &[a.port()], json!({})),
+        host_app(
+            "/bad/maxconn",
+            bad_maxconn,
+            &[a.port()],
+            json!({"ringway.port.0.maxconn": "-3"})
+        ),
+        host_app(
+            "/bad/weight",
+            bad_weight,
+            &[b.port()],
+            json!({"com.meltwater.proxymatic.port.0.weight": "abc"})
+        ),
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(dir.path(), &["--marathon", &leader.url()]);
+
+    assert_routes(&stack, good, &["a"]);
+    assert_routes(&stack, bad_weight, &["b"]);
+    assert_eq!(names_on(bad_maxconn, 1), [NO_ROUTE.to_string()].into());
+    let log = stack.log();
+    for reported in [
+        "/bad/maxconn",
+        "ringway.port.0.maxconn",
+        "\"-3\"",
+        "this port is not routed",
+        "/bad/weight",
+        "com.meltwater.proxymatic.port.0.weight",
+        "\"abc\"",
+        "the default is used",
+    ] {
+        assert!(log.contains(reported), "{reported} not in the log:\n{log}");
+    }
+
+    leader.malformed(true);
+    leader.emit("api_post_event", json!({"uri": "/v2/apps/good"}));
+    assert!(
+        stack.wait_log("source stale"),
+        "the malformed answer was reported"
+    );
+    assert_eq!(
+        names_on(good, 3),
+        ["a".to_string()].into(),
+        "the last good routes stay"
+    );
+
+    leader.malformed(false);
+    leader.set_apps(json!([host_app("/good", good, &[b.port()], json!({}))]));
+    leader.emit("api_post_event", json!({"uri": "/v2/apps/good"}));
+    assert_routes(&stack, good, &["b"]);
+}
