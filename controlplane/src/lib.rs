@@ -17,6 +17,7 @@
 //! - [`snapshot_server`]: the socket, stale-socket handling and peer admission; [`session`]: the protocol.
 //! - [`peer_auth`]: which uids may connect. [`registry`]: connected dataplanes, ACKs and NACKs.
 //! - [`cli`], [`config`], [`logging`]: how it is started.
+//! - [`readiness`]: "serving" for systemd (`sd_notify`) and for whoever waits in this process.
 
 #![deny(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod file_watch;
 pub mod logging;
 pub mod peer_auth;
 pub mod publisher;
+pub mod readiness;
 pub mod registry;
 pub mod services_file;
 pub mod session;
@@ -87,6 +89,7 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     let server = SnapshotServer::bind(config.server_options(), Arc::clone(&publisher), registry)
         .await
         .context("cannot start")?;
+    readiness::serving(&config.socket);
 
     let mut tasks = JoinSet::new();
     tasks.spawn(Arc::clone(&publisher).consume(updates));
