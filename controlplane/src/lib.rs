@@ -17,7 +17,7 @@
 //! - [`snapshot_server`]: the socket, stale-socket handling and peer admission; [`session`]: the protocol.
 //! - [`peer_auth`]: which uids may connect. [`registry`]: connected dataplanes, ACKs and NACKs.
 //! - [`cli`], [`config`], [`logging`]: how it is started.
-//! - [`readiness`]: "serving" for systemd (`sd_notify`) and for whoever waits in this process.
+//! - [`readiness`]: "serving" for systemd (`sd_notify`) and the [`supervisor`] (`--spawn-dataplane`).
 
 #![deny(unsafe_code)]
 
@@ -34,6 +34,7 @@ pub mod registry;
 pub mod services_file;
 pub mod session;
 pub mod snapshot_server;
+pub mod supervisor;
 pub mod versions;
 
 use std::future::Future;
