@@ -11,6 +11,7 @@ pub mod http;
 pub mod net;
 pub mod procs;
 pub mod services;
+pub mod supervised;
 pub mod traffic;
 
 pub use backends::{EchoBackend, NamedBackend, read_name};
