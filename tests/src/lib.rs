@@ -7,6 +7,7 @@
 pub mod backends;
 pub mod fake_controlplane;
 pub mod harness;
+pub mod help;
 pub mod http;
 pub mod net;
 pub mod procs;
