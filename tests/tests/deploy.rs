@@ -244,6 +244,13 @@ fn units_keep_their_design() {
         "{reload}"
     );
     assert_eq!(one(&dataplane, "Service", "KillMode"), "control-group");
+    // After a reload the main process is not systemd's child, and systemd would SIGKILL it on stop
+    // instead of waiting: ExecStop= asks it to drain and waits for it.
+    let stop = one(&dataplane, "Service", "ExecStop");
+    assert!(
+        stop.contains("kill -TERM") && stop.contains("$$MAINPID") && stop.contains("while kill -0"),
+        "{stop}"
+    );
     let filter = dataplane["Service"]["SystemCallFilter"].join(" ");
     for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
         assert!(
