@@ -117,6 +117,10 @@ pub struct Cli {
     #[arg(long, env = "RINGWAY_PING_INTERVAL_MS", value_name = "MS",
           default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_interval_ms: u64,
+
+    /// `--spawn-dataplane` and its settings (see [`crate::supervisor`]).
+    #[command(flatten)]
+    pub supervisor: crate::supervisor::SupervisorArgs,
 }
 
 /// A parsed command line that still cannot run.

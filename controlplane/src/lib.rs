@@ -25,6 +25,7 @@
 //! - [`snapshot_server`]: the socket, stale-socket handling and peer admission; [`session`]: the protocol.
 //! - [`peer_auth`]: which uids may connect. [`registry`]: connected dataplanes, ACKs and NACKs.
 //! - [`cli`], [`config`], [`logging`]: how it is started.
+//! - [`readiness`]: "serving" for systemd (`sd_notify`) and the [`supervisor`] (`--spawn-dataplane`).
 
 #![deny(unsafe_code)]
 
@@ -42,12 +43,14 @@ pub mod marathon;
 pub mod merge;
 pub mod peer_auth;
 pub mod publisher;
+pub mod readiness;
 pub mod registrator;
 pub mod registry;
 pub mod services_file;
 pub mod session;
 pub mod snapshot_server;
 pub mod source;
+pub mod supervisor;
 pub mod versions;
 
 use std::future::Future;
@@ -140,6 +143,7 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     let server = SnapshotServer::bind(config.server_options(), Arc::clone(&publisher), registry)
         .await
         .context("cannot start")?;
+    readiness::serving(&config.socket);
 
     server.serve(shutdown).await;
     tasks.shutdown().await;

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         eprintln!("ringway-controlplane: {e}");
         return ExitCode::FAILURE;
     }
+    let supervisor = cli.supervisor.clone();
+    let log_format = cli.log_format;
     let config = match cli.into_config() {
         Ok(config) => config,
         Err(e) => return fail(&e),
@@ -28,6 +30,12 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(&e),
     };
+    if supervisor.spawn_dataplane {
+        // On this (main) thread, not spawned: the dataplane child's parent-death signal follows the
+        // thread that started it.
+        let supervise = ringway_controlplane::supervisor::run(config, supervisor, log_format);
+        return runtime.block_on(supervise).into();
+    }
     match runtime.block_on(ringway_controlplane::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("{e:#}")),

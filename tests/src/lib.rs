@@ -11,10 +11,12 @@ pub mod doubles;
 pub mod etcd;
 pub mod fake_controlplane;
 pub mod harness;
+pub mod help;
 pub mod http;
 pub mod net;
 pub mod procs;
 pub mod services;
+pub mod supervised;
 pub mod traffic;
 
 pub use backends::{EchoBackend, NamedBackend, read_name};

@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use ringway_tests::help;
 use ringway_tests::procs::bin;
 
 /// With too little locked memory for its rings, the dataplane refuses to start and says how to fix it.
@@ -41,35 +42,60 @@ fn too_little_locked_memory_is_explained() {
     );
 }
 
+/// `--help` of both binaries lists every flag, and every flag names its environment variable, which is
+/// how systemd environment files and containers configure Ringway (tools/systemd/ringway.env).
 #[test]
 fn help_lists_every_flag_with_its_environment_variable() {
-    for (binary, vars) in [
+    for (binary, expected) in [
         (
             "ringway-dataplane",
             &[
-                "RINGWAY_SOCKET",
-                "RINGWAY_WORKERS",
-                "RINGWAY_STATE_FILE",
-                "RINGWAY_FORWARD",
-                "RINGWAY_DRAIN_TIMEOUT",
+                ("--socket", "RINGWAY_SOCKET"),
+                ("--workers", "RINGWAY_WORKERS"),
+                ("--state-file", "RINGWAY_STATE_FILE"),
+                ("--forward", "RINGWAY_FORWARD"),
+                ("--drain-timeout", "RINGWAY_DRAIN_TIMEOUT"),
+                ("--drain-grace", "RINGWAY_DRAIN_GRACE"),
+                ("--status-endpoint", "STATUS_ENDPOINT"),
             ][..],
         ),
         (
             "ringway-controlplane",
             &[
-                "RINGWAY_SERVICES",
-                "RINGWAY_SOCKET",
-                "GROUP_SIZE",
-                "MAX_CONNECTIONS",
+                ("--services", "RINGWAY_SERVICES"),
+                ("--socket", "RINGWAY_SOCKET"),
+                ("--group-size", "GROUP_SIZE"),
+                ("--max-connections", "MAX_CONNECTIONS"),
+                ("--spawn-dataplane", "RINGWAY_SPAWN_DATAPLANE"),
+                ("--dataplane-bin", "RINGWAY_DATAPLANE_BIN"),
+                ("--dataplane-args", "RINGWAY_DATAPLANE_ARGS"),
             ][..],
         ),
     ] {
-        let output = Command::new(bin(binary)).arg("--help").output().unwrap();
-        assert!(output.status.success());
-        let help = String::from_utf8_lossy(&output.stdout);
-        for var in vars {
-            assert!(help.contains(var), "{binary} --help does not mention {var}");
+        let options = help::options(binary);
+        // The parse found the options it must (a format change would otherwise pass vacuously).
+        for (flag, var) in expected {
+            let option = options
+                .iter()
+                .find(|o| o.flag == *flag)
+                .unwrap_or_else(|| panic!("{binary} --help does not list {flag}: {options:#?}"));
+            assert_eq!(option.env.as_deref(), Some(*var), "{binary} {flag}");
         }
+        let missing: Vec<&str> = options
+            .iter()
+            .filter(|o| o.env.is_none() && o.flag != "--help" && o.flag != "--version")
+            .map(|o| o.text.as_str())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{binary}: flags without an environment variable:\n{}",
+            missing.join("\n")
+        );
+        let mut variables: Vec<&str> = options.iter().filter_map(|o| o.env.as_deref()).collect();
+        variables.sort_unstable();
+        let count = variables.len();
+        variables.dedup();
+        assert_eq!(count, variables.len(), "{binary}: a variable used twice");
     }
 }
 
