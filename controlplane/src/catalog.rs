@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 pub use crate::source::SourceId;
 
+use crate::intake::Input;
+
 /// Everything one source currently knows: its full view, never a delta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
@@ -91,10 +93,10 @@ pub struct CatalogUpdate {
     pub catalog: Catalog,
 }
 
-/// The seam every source writes to.
-pub type CatalogSender = mpsc::Sender<CatalogUpdate>;
+/// The seam every source (and the API's override edits) writes to.
+pub type CatalogSender = mpsc::Sender<Input>;
 /// The seam the publisher reads from.
-pub type CatalogReceiver = mpsc::Receiver<CatalogUpdate>;
+pub type CatalogReceiver = mpsc::Receiver<Input>;
 
 /// Room for a burst of updates; a source that outruns the publisher waits, which is the back-pressure we want.
 pub const CATALOG_CHANNEL_CAPACITY: usize = 16;
