@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 
 use ringway_shared::{BackendState, Balance};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use crate::source::SourceId;
@@ -57,7 +57,9 @@ pub struct Service {
 }
 
 /// The `mode` label's values (proxymatic's `tcp`/`http`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {
     #[default]

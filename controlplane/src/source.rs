@@ -38,8 +38,16 @@ pub struct SourceId(pub String);
 
 /// Kinds in merge order: when services of several sources share a listen address, the settings (balance,
 /// limits, timeouts) come from the earliest kind here. The static file is what an operator wrote by hand,
-/// so it wins; Marathon over registrator is proxymatic's order.
-pub const SOURCE_KINDS: [&str; 5] = ["file", "marathon", "consul", "etcd-v3", "registrator"];
+/// so it wins; Marathon over registrator is proxymatic's order. The API (docker-flow-proxy's calls, made by
+/// automation such as its swarm listener) comes last.
+pub const SOURCE_KINDS: [&str; 6] = [
+    "file",
+    "marathon",
+    "consul",
+    "etcd-v3",
+    "registrator",
+    "api",
+];
 
 impl SourceId {
     pub fn new(name: impl Into<String>) -> Self {
@@ -215,6 +223,13 @@ impl SourceHandle {
     ) -> bool {
         self.fail(error);
         self.send(catalog).await
+    }
+
+    /// Marks the source ok without sending anything: for a source that has nothing to say yet (the API
+    /// before anything was registered through it), whose empty catalog must not count as an answer about
+    /// the world when the first snapshot waits for the sources.
+    pub fn record_ok(&self) {
+        self.status.send_modify(|s| s.record_success(unix_micros()));
     }
 
     /// Reports a failed attempt: nothing is sent, the last good catalog stays in force.
