@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::catalog::{CatalogReceiver, CatalogUpdate};
 use crate::overrides::{Edit, OverrideError};
@@ -227,7 +227,8 @@ impl Publisher {
             }
             Input::Edit { edit, reply } => match self.apply_edit(&edit) {
                 Ok(changed) => {
-                    info!(service = edit.service(), changed, edit = ?edit, "override edit accepted");
+                    // The API logs the change with the version that carries it.
+                    debug!(service = edit.service(), changed, edit = ?edit, "override edit accepted");
                     waiting.0.push(reply);
                     true
                 }
