@@ -131,7 +131,8 @@ impl Publisher {
         self.inputs().clone()
     }
 
-    /// Overrides restored at start-up (before anything is published).
+    /// Replaces the overrides: restored at start-up (before anything is published), or put back after an
+    /// edit whose result did not compile.
     pub fn restore_overrides(&self, overrides: Overrides) {
         self.inputs().overrides = overrides;
     }

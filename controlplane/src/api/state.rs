@@ -132,7 +132,7 @@ impl ApiState {
         let mut next = services.clone();
         let name = registration.service_name.clone();
         next.insert(name.clone(), registration);
-        let applied = self.handle.publish_and_wait(self.catalog(&next)).await?;
+        let applied = self.publish(&services, &next).await?;
         *services = next;
         log_change("API service registered", &name, applied);
         self.save(&services, applied)?;
@@ -147,21 +147,46 @@ impl ApiState {
         }
         let mut next = services.clone();
         next.remove(name);
-        let applied = self.handle.publish_and_wait(self.catalog(&next)).await?;
+        let applied = self.publish(&services, &next).await?;
         *services = next;
         log_change("API service removed", name, applied);
         self.save(&services, applied)?;
         Ok(Some(applied))
     }
 
-    /// Applies an override edit.
+    /// Publishes `next` as this source's catalog. If the merged result does not compile, `current` is put
+    /// back, so a refused call leaves nothing behind in the publisher either.
+    async fn publish(
+        &self,
+        current: &BTreeMap<String, Registration>,
+        next: &BTreeMap<String, Registration>,
+    ) -> Result<Applied, StateError> {
+        match self.handle.publish_and_wait(self.catalog(next)).await {
+            Err(ApplyError::Publish(e)) => {
+                self.publisher
+                    .record(self.handle.id().clone(), self.catalog(current));
+                Err(ApplyError::Publish(e).into())
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Applies an override edit. If the result does not compile, the previous overrides are put back.
     pub async fn edit(&self, edit: Edit) -> Result<Applied, StateError> {
         let services = self.services.lock().await;
-        let applied = submit(self.handle.sink(), |reply| Input::Edit {
+        let before = self.publisher.inputs_view().overrides;
+        let applied = match submit(self.handle.sink(), |reply| Input::Edit {
             edit: edit.clone(),
             reply,
         })
-        .await?;
+        .await
+        {
+            Err(ApplyError::Publish(e)) => {
+                self.publisher.restore_overrides(before);
+                return Err(ApplyError::Publish(e).into());
+            }
+            other => other?,
+        };
         log_edit(&edit, applied);
         self.save(&services, applied)?;
         Ok(applied)
@@ -285,6 +310,7 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
 mod tests {
     use super::*;
     use crate::overrides::{AdminState, BackendOverride};
+    use std::net::SocketAddr;
 
     #[test]
     fn the_state_file_round_trips_and_a_broken_one_is_moved_aside() {
@@ -327,6 +353,73 @@ mod tests {
             SavedState::default(),
             "unknown format"
         );
+    }
+
+    #[tokio::test]
+    async fn a_change_that_does_not_compile_leaves_nothing_behind() {
+        use crate::api::dfp::Destination;
+        use crate::catalog::{ServiceMode, catalog_channel};
+        use crate::intake::Coalescing;
+        use crate::source::SourceRegistry;
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("api-state.json");
+        let publisher = Arc::new(crate::publisher::tests::publisher());
+        let (sink, updates) = catalog_channel();
+        let handle = SourceRegistry::new().handle(SourceId::new(API_SOURCE), sink);
+        let state = ApiState::start(
+            handle,
+            Arc::clone(&publisher),
+            IpAddr::from([127, 0, 0, 1]),
+            Some(file.clone()),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(Arc::clone(&publisher).consume(updates, Vec::new(), Coalescing::default()));
+        let registration = |backend_port| Registration {
+            service_name: "svc".into(),
+            destinations: vec![Destination {
+                index: 0,
+                src_port: 18080,
+                port: backend_port,
+                mode: ServiceMode::Tcp,
+                hosts: vec!["127.0.0.1".into()],
+                backends: vec![SocketAddr::from(([127, 0, 0, 1], backend_port))],
+                service_path: Vec::new(),
+                service_domain: Vec::new(),
+            }],
+            timeout_server_s: None,
+        };
+        let good = state.reconfigure(registration(9000)).await.unwrap();
+        assert!(good.changed);
+        // Port 0 never comes out of the parser; here it stands for any catalog that does not compile.
+        let err = state.reconfigure(registration(0)).await.unwrap_err();
+        assert!(
+            matches!(err, StateError::Apply(ApplyError::Publish(_))),
+            "{err}"
+        );
+        let kept = &publisher.inputs_view().latest[state.id()];
+        assert_eq!(
+            kept.services[0].instances[0].address.port(),
+            9000,
+            "put back"
+        );
+        assert_eq!(state.registrations().await["svc"], registration(9000));
+        assert_eq!(load(&file).unwrap().services["svc"], registration(9000));
+        let again = state.reconfigure(registration(9000)).await.unwrap();
+        assert_eq!((again.version, again.changed), (good.version, false));
+
+        let bad_edit = Edit::Set {
+            service: "svc".into(),
+            backend: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            value: BackendOverride {
+                state: None,
+                weight: Some(0),
+            },
+        };
+        let err = state.edit(bad_edit).await.unwrap_err();
+        assert!(err.to_string().contains("weight"), "{err}");
+        assert!(publisher.inputs_view().overrides.is_empty());
     }
 
     #[test]
