@@ -14,10 +14,12 @@
 use std::net::SocketAddr;
 
 use ringway_shared::{BackendState, Balance};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use crate::source::SourceId;
+
+use crate::intake::Input;
 
 /// Everything one source currently knows: its full view, never a delta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,7 +57,9 @@ pub struct Service {
 }
 
 /// The `mode` label's values (proxymatic's `tcp`/`http`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {
     #[default]
@@ -91,10 +95,10 @@ pub struct CatalogUpdate {
     pub catalog: Catalog,
 }
 
-/// The seam every source writes to.
-pub type CatalogSender = mpsc::Sender<CatalogUpdate>;
+/// The seam every source (and the API's override edits) writes to.
+pub type CatalogSender = mpsc::Sender<Input>;
 /// The seam the publisher reads from.
-pub type CatalogReceiver = mpsc::Receiver<CatalogUpdate>;
+pub type CatalogReceiver = mpsc::Receiver<Input>;
 
 /// Room for a burst of updates; a source that outruns the publisher waits, which is the back-pressure we want.
 pub const CATALOG_CHANNEL_CAPACITY: usize = 16;

@@ -2,7 +2,7 @@
 //! is how containers and systemd units usually configure services; proxymatic's names (`GROUP_SIZE`,
 //! `MAX_CONNECTIONS`) are kept so existing deployments carry over.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +10,8 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
-use crate::config::{Config, DEFAULT_SOCKET};
+use crate::api::DEFAULT_API;
+use crate::config::{ApiToken, Config, DEFAULT_SOCKET};
 use crate::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
 use crate::etcd_v3::DEFAULT_PREFIX;
 use crate::file_watch::DEFAULT_POLL_INTERVAL;
@@ -18,6 +19,8 @@ use crate::logging::LogFormat;
 use crate::publisher::Coalescing;
 use crate::registrator::{RegistratorError, RegistratorUrl};
 
+/// Default of `--api-state-file`: beside the dataplane's state file, in the units' `StateDirectory=`.
+pub const DEFAULT_API_STATE_FILE: &str = "/var/lib/ringway/api-state.json";
 /// Default of `--ping-interval-ms`.
 const DEFAULT_PING_INTERVAL_MS: u64 = 5_000;
 /// Default of `--coalesce-ms` (see [`crate::publisher::DEFAULT_COALESCE`]).
@@ -118,6 +121,26 @@ pub struct Cli {
           default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub ping_interval_ms: u64,
 
+    /// HTTP API (docs/api.md) as IP:port: sources, services, overrides, switch, docker-flow-proxy's calls.
+    /// Empty disables it. Keep it on loopback unless --api-token is set.
+    #[arg(long, env = "RINGWAY_API", value_name = "ADDR", default_value = DEFAULT_API)]
+    pub api: String,
+
+    /// Bearer token every API request must carry (Authorization: Bearer TOKEN); empty: no check.
+    #[arg(
+        long,
+        env = "RINGWAY_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+
+    /// Where services registered through the API and runtime overrides are kept across restarts
+    /// (JSON, replaced atomically). Empty keeps them in memory only.
+    #[arg(long, env = "RINGWAY_API_STATE_FILE", value_name = "FILE",
+          default_value = DEFAULT_API_STATE_FILE)]
+    pub api_state_file: String,
+
     /// `--spawn-dataplane` and its settings (see [`crate::supervisor`]).
     #[command(flatten)]
     pub supervisor: crate::supervisor::SupervisorArgs,
@@ -132,6 +155,8 @@ pub enum CliError {
     Registrator(#[from] RegistratorError),
     #[error("--refresh-interval must not be 0")]
     ZeroRefresh,
+    #[error("--api: {0:?} is not an address like 127.0.0.1:9091 (empty disables the API)")]
+    Api(String),
 }
 
 /// `250ms`, `30s`, `2m`, or a bare number of seconds (proxymatic's `REFRESH_INTERVAL=60`).
@@ -190,6 +215,17 @@ impl Cli {
             allow_uids: self.allow_uids,
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             file_poll_interval: DEFAULT_POLL_INTERVAL,
+            api: match self.api.trim() {
+                "" => None,
+                text => Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| CliError::Api(text.to_string()))?,
+                ),
+            },
+            api_token: self.api_token.filter(|t| !t.is_empty()).map(ApiToken),
+            api_state_file: Some(self.api_state_file)
+                .filter(|f| !f.trim().is_empty())
+                .map(PathBuf::from),
         })
     }
 }
@@ -296,6 +332,40 @@ mod tests {
     }
 
     #[test]
+    fn the_api_is_on_loopback_by_default_and_can_be_disabled() {
+        let config = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!(config.api, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(config.api_token, None);
+        assert_eq!(
+            config.api_state_file,
+            Some(PathBuf::from(DEFAULT_API_STATE_FILE))
+        );
+        let config = parse(&["--api", "", "--api-state-file", "", "--api-token", ""])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            (config.api, config.api_token, config.api_state_file),
+            (None, None, None)
+        );
+        let config = parse(&["--api", "[::1]:0", "--api-token", "s3cret"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.api, Some("[::1]:0".parse().unwrap()));
+        assert_eq!(config.api_token, Some(ApiToken("s3cret".into())));
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "the token is never printed"
+        );
+        let err = parse(&["--api", "localhost"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("--api: \"localhost\""), "{err}");
+    }
+
+    #[test]
     fn allow_uid_repeats() {
         let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
         assert_eq!(cli.allow_uids, vec![5, 7]);
@@ -325,6 +395,9 @@ mod tests {
             "REFRESH_INTERVAL",
             "RINGWAY_COALESCE_MS",
             "RINGWAY_INITIAL_SYNC_TIMEOUT",
+            "RINGWAY_API",
+            "RINGWAY_API_TOKEN",
+            "RINGWAY_API_STATE_FILE",
         ] {
             assert!(
                 help.contains(&format!("env: {var}")),

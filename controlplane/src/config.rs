@@ -1,5 +1,7 @@
 //! What the controlplane runs with, independent of how it was given (flags, environment, or a test).
 
+use std::fmt;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,10 +55,27 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Period of the services file's fallback poll (not a flag: inotify does the real work).
     pub file_poll_interval: Duration,
+    /// Where the HTTP API listens (`--api`); `None`: no API (and no `api` source).
+    pub api: Option<SocketAddr>,
+    /// The bearer token the API requires (`--api-token`).
+    pub api_token: Option<ApiToken>,
+    /// Where the API keeps what it registered and the overrides (`--api-state-file`); `None`: memory only.
+    pub api_state_file: Option<PathBuf>,
+}
+
+/// The API's bearer token; its `Debug` does not show it, so a logged configuration never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken(pub String);
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(<redacted>)")
+    }
 }
 
 impl Config {
-    /// Defaults for everything, with the services file as the only source.
+    /// Defaults for everything, with the services file as the only source and no API (the command line's
+    /// defaults turn the API on).
     pub fn new(services: Option<PathBuf>) -> Self {
         Self {
             services,
@@ -73,6 +92,9 @@ impl Config {
             allow_uids: Vec::new(),
             ping_interval: DEFAULT_PING_INTERVAL,
             file_poll_interval: DEFAULT_POLL_INTERVAL,
+            api: None,
+            api_token: None,
+            api_state_file: None,
         }
     }
 

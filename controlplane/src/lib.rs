@@ -6,7 +6,8 @@
 //! Marathon ──────► Marathon ───┤  SourceHandle      Publisher (latest catalog per source, merge,
 //! registrator ───► Registrator ┼─► CatalogUpdate ─► coalesce, compile, version, encode) ─► watch channel
 //! etcd v3 ───────► EtcdV3 ─────┤  (+ SourceRegistry:                                          │
-//! Consul ────────► Consul ─────┘   ok/stale/failing)          SnapshotServer ─► one session per dataplane
+//! Consul ────────► Consul ─────┤   ok/stale/failing)          SnapshotServer ─► one session per dataplane
+//! HTTP API ──────► api source ─┘  + override edits (applied after the merge), answered with their version
 //! ```
 //!
 //! Modules, in data-flow order:
@@ -24,11 +25,16 @@
 //! - [`publisher`]: per-source catalogs merged, bursts coalesced, unchanged snapshots skipped.
 //! - [`snapshot_server`]: the socket, stale-socket handling and peer admission; [`session`]: the protocol.
 //! - [`peer_auth`]: which uids may connect. [`registry`]: connected dataplanes, ACKs and NACKs.
+//! - [`overrides`]: the operator's runtime word on backends (ready/drain/maint, weight) and blue/green
+//!   switches, applied after the merge; [`intake`]: the one channel sources and the API change routing by.
+//! - [`api`]: the HTTP API (sources, services, overrides, switch, docker-flow-proxy's calls as the `api`
+//!   source).
 //! - [`cli`], [`config`], [`logging`]: how it is started.
 //! - [`readiness`]: "serving" for systemd (`sd_notify`) and the [`supervisor`] (`--spawn-dataplane`).
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod compiler;
@@ -37,10 +43,12 @@ pub mod consul;
 pub mod discovery;
 pub mod etcd_v3;
 pub mod file_watch;
+pub mod intake;
 pub mod labels;
 pub mod logging;
 pub mod marathon;
 pub mod merge;
+pub mod overrides;
 pub mod peer_auth;
 pub mod publisher;
 pub mod readiness;
@@ -63,6 +71,8 @@ use tracing::info;
 
 pub use config::Config;
 
+use api::state::{API_SOURCE, ApiState};
+use api::{ApiContext, ApiServer};
 use catalog::catalog_channel;
 use compiler::compile;
 use consul::Consul;
@@ -110,6 +120,23 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     let (sink, updates) = catalog_channel();
     let mut tasks = JoinSet::new();
 
+    // Before the first publish, so restored overrides and API services are in it.
+    let api_state = match config.api {
+        Some(_) => {
+            let handle = sources.handle(SourceId::new(API_SOURCE), sink.clone());
+            let state = ApiState::start(
+                handle,
+                Arc::clone(&publisher),
+                config.discovery.listen_ip,
+                config.api_state_file.clone(),
+            )
+            .await
+            .context("cannot start")?;
+            Some(Arc::new(state))
+        }
+        None => None,
+    };
+
     if let Some(services) = config.services.clone() {
         let handle = sources.handle(FileWatch::source_id(&services), sink.clone());
         let mut file = FileWatch::new(services, handle)
@@ -120,7 +147,8 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
         const NO_COMPILE: &str = "cannot start: services file does not compile";
         if config.is_file_only() {
             // Nothing else to wait for: the first snapshot is ready before the socket appears.
-            publisher.publish(&catalog).context(NO_COMPILE)?;
+            publisher.record(file.handle().id().clone(), catalog.clone());
+            publisher.publish_inputs().context(NO_COMPILE)?;
         } else {
             compile(&catalog, &config.compile_settings()).context(NO_COMPILE)?;
         }
@@ -137,12 +165,34 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     spawn_discovery(&config, &sources, &sink, &mut tasks);
     drop(sink);
 
-    let expected = sources.ids();
+    // The API source answers requests: it has nothing to wait for at start-up.
+    let expected = sources
+        .ids()
+        .into_iter()
+        .filter(|id| id.0 != API_SOURCE)
+        .collect();
     tasks.spawn(Arc::clone(&publisher).consume(updates, expected, config.coalescing));
 
-    let server = SnapshotServer::bind(config.server_options(), Arc::clone(&publisher), registry)
-        .await
-        .context("cannot start")?;
+    let server = SnapshotServer::bind(
+        config.server_options(),
+        Arc::clone(&publisher),
+        registry.clone(),
+    )
+    .await
+    .context("cannot start")?;
+    if let (Some(address), Some(state)) = (config.api, api_state) {
+        let context = ApiContext {
+            sources: sources.clone(),
+            publisher: Arc::clone(&publisher),
+            dataplanes: registry,
+            state,
+            token: config.api_token.clone().map(|t| t.0),
+        };
+        let api = ApiServer::bind(address, context)
+            .await
+            .context("cannot start")?;
+        tasks.spawn(api.serve(std::future::pending()));
+    }
     readiness::serving(&config.socket);
 
     server.serve(shutdown).await;

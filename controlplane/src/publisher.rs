@@ -9,22 +9,27 @@
 //! one exception is [`Publisher::resync_above`], which re-issues the current content under a higher version
 //! when a dataplane already holds a version at or above ours with other content (it outlived a controlplane
 //! whose clock ran ahead); without it, that dataplane would ignore us until our versions caught up.
+//!
+//! The publisher also holds its [`Inputs`]: the latest catalog of every source and the operator's
+//! overrides. [`Publisher::consume`] (in [`crate::intake`]) keeps them current; the API reads them to show
+//! what was merged and overridden.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ringway_shared::Snapshot;
 use ringway_shared::wire::{WireError, encode_snapshot_frame};
 use tokio::sync::watch;
-use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
-use crate::catalog::{Catalog, CatalogReceiver};
+use crate::catalog::Catalog;
 use crate::compiler::{CompileError, CompileSettings, compile};
-use crate::merge::{Origin, merge_catalogs};
+use crate::merge::{Merged, Origin, merge_catalogs};
+use crate::overrides::{Edit, OverrideError, Overrides};
 use crate::source::SourceId;
 use crate::versions::VersionClock;
+
+pub use crate::intake::{COALESCE_MAX_WINDOWS, Coalescing, DEFAULT_COALESCE, DEFAULT_INITIAL_SYNC};
 
 /// A snapshot together with its encoded frame, shared by every session.
 #[derive(Debug)]
@@ -80,6 +85,31 @@ pub struct Publisher {
     /// Also serialises publishes, so versions reach the channel in increasing order.
     clock: Mutex<VersionClock>,
     current: watch::Sender<Option<Arc<Published>>>,
+    inputs: Mutex<Inputs>,
+}
+
+/// What every publish is made of.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// The latest catalog of every source that sent one.
+    pub latest: BTreeMap<SourceId, Catalog>,
+    /// The operator's overrides, applied after the merge.
+    pub overrides: Overrides,
+}
+
+impl Inputs {
+    /// Every source's catalog merged (before overrides).
+    pub fn merged(&self) -> Merged {
+        merge_catalogs(self.latest.iter().map(|(id, catalog)| {
+            (
+                Origin {
+                    rank: id.rank(),
+                    name: id.0.clone(),
+                },
+                catalog,
+            )
+        }))
+    }
 }
 
 impl Publisher {
@@ -88,7 +118,64 @@ impl Publisher {
             settings,
             clock: Mutex::new(VersionClock::new()),
             current: watch::Sender::new(None),
+            inputs: Mutex::new(Inputs::default()),
         }
+    }
+
+    fn inputs(&self) -> MutexGuard<'_, Inputs> {
+        self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the inputs, for the API.
+    pub fn inputs_view(&self) -> Inputs {
+        self.inputs().clone()
+    }
+
+    /// Replaces the overrides: restored at start-up (before anything is published), or put back after an
+    /// edit whose result did not compile.
+    pub fn restore_overrides(&self, overrides: Overrides) {
+        self.inputs().overrides = overrides;
+    }
+
+    /// Keeps `catalog` as `source`'s latest; the next [`Publisher::publish_inputs`] merges it.
+    pub fn record(&self, source: SourceId, catalog: Catalog) {
+        self.inputs().latest.insert(source, catalog);
+    }
+
+    pub(crate) fn has_any_source(&self) -> bool {
+        !self.inputs().latest.is_empty()
+    }
+
+    pub(crate) fn missing_sources<'a>(&self, expected: &'a [SourceId]) -> Vec<&'a SourceId> {
+        let inputs = self.inputs();
+        expected
+            .iter()
+            .filter(|id| !inputs.latest.contains_key(*id))
+            .collect()
+    }
+
+    /// Applies an override edit, checked against the merged catalog; publishing is the caller's next step.
+    pub(crate) fn apply_edit(&self, edit: &Edit) -> Result<bool, OverrideError> {
+        let mut inputs = self.inputs();
+        let merged = inputs.merged().catalog;
+        inputs.overrides.edit(edit, &merged)
+    }
+
+    /// Merges the latest catalog of every source, applies the overrides, and publishes the result.
+    pub fn publish_inputs(&self) -> Result<PublishOutcome, PublishError> {
+        let effective = {
+            let inputs = self.inputs();
+            let merged = inputs.merged();
+            for note in &merged.notes {
+                info!("{note}");
+            }
+            inputs.overrides.apply(&merged.catalog)
+        };
+        let result = self.publish(&effective);
+        if let Err(e) = &result {
+            error!("merged catalog not published, previous snapshot stays: {e}");
+        }
+        result
     }
 
     pub fn settings(&self) -> &CompileSettings {
@@ -163,176 +250,24 @@ impl Publisher {
         );
         self.current.send_replace(Some(Arc::new(published)));
     }
-
-    /// Publishes what the sources send until every sender is gone.
-    ///
-    /// The latest catalog of every source is kept, and every publish merges all of them
-    /// ([`merge_catalogs`]): a source that fails sends nothing, so its last good catalog stays in the merge.
-    /// Bursts coalesce. An update that finds the publisher idle (nothing published for a
-    /// [`Coalescing::window`]) is published at once: an isolated change has nothing to wait for, and waiting
-    /// would only add the window to every change's latency. An update arriving within a window of the last
-    /// publish is part of a burst: more are collected until none came for a window (at most
-    /// [`Coalescing::max_delay`]), and only then is one snapshot compiled.
-    ///
-    /// Nothing is published until every source in `expected` has sent a catalog, or until
-    /// [`Coalescing::initial_sync`] has passed and at least one has: publishing a half-known world at
-    /// start-up would replace what a dataplane restored from its state file with less.
-    pub async fn consume(
-        self: Arc<Self>,
-        mut updates: CatalogReceiver,
-        expected: Vec<SourceId>,
-        coalescing: Coalescing,
-    ) {
-        let mut latest: BTreeMap<SourceId, Catalog> = BTreeMap::new();
-        let grace_ends = Instant::now() + coalescing.initial_sync;
-        let mut syncing = self.current().is_none();
-        let mut last_publish: Option<Instant> = None;
-        loop {
-            let grace_timer = syncing && !latest.is_empty();
-            let received = tokio::select! {
-                update = updates.recv() => match update {
-                    Some(update) => Some(update),
-                    None => return,
-                },
-                () = tokio::time::sleep_until(grace_ends), if grace_timer => None,
-            };
-            if let Some(update) = received {
-                latest.insert(update.source, update.catalog);
-                let idle = last_publish.is_none_or(|at| at.elapsed() >= coalescing.window);
-                if idle {
-                    // Whatever is already queued is part of the same change.
-                    while let Ok(update) = updates.try_recv() {
-                        latest.insert(update.source, update.catalog);
-                    }
-                } else if !collect_burst(&mut updates, &mut latest, &coalescing).await {
-                    // Every source is gone; publish what we have and stop.
-                    self.publish_merged(&latest);
-                    return;
-                }
-            }
-            if syncing {
-                let missing: Vec<&SourceId> = expected
-                    .iter()
-                    .filter(|id| !latest.contains_key(*id))
-                    .collect();
-                if !missing.is_empty() {
-                    if Instant::now() < grace_ends {
-                        debug!(
-                            ?missing,
-                            "waiting for every source before the first snapshot"
-                        );
-                        continue;
-                    }
-                    warn!(
-                        ?missing,
-                        "publishing the first snapshot without sources that have not answered yet"
-                    );
-                }
-                syncing = false;
-            }
-            self.publish_merged(&latest);
-            last_publish = Some(Instant::now());
-        }
-    }
-
-    /// Merges the latest catalog of every source and publishes the result.
-    fn publish_merged(&self, latest: &BTreeMap<SourceId, Catalog>) {
-        let merged = merge_catalogs(latest.iter().map(|(id, catalog)| {
-            (
-                Origin {
-                    rank: id.rank(),
-                    name: id.0.clone(),
-                },
-                catalog,
-            )
-        }));
-        for note in &merged.notes {
-            info!("{note}");
-        }
-        if let Err(e) = self.publish(&merged.catalog) {
-            error!("merged catalog not published, previous snapshot stays: {e}");
-        }
-    }
-}
-
-/// How the publisher turns a stream of catalogs into snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Coalescing {
-    /// Quiet time after an update before publishing (`--coalesce-ms`).
-    pub window: Duration,
-    /// Longest a continuous stream of updates can hold a publish back.
-    pub max_delay: Duration,
-    /// Longest the first snapshot waits for every source (`--initial-sync-timeout`).
-    pub initial_sync: Duration,
-}
-
-/// Default `--coalesce-ms`: short, because the target is p99 < 20 ms from a source change to a routed
-/// connection, yet long enough to fold the several reads one change often causes into one snapshot.
-pub const DEFAULT_COALESCE: Duration = Duration::from_millis(5);
-/// A burst holds a publish back at most this many windows, so a source that never goes quiet still
-/// reaches the dataplanes.
-pub const COALESCE_MAX_WINDOWS: u32 = 20;
-/// Default `--initial-sync-timeout`.
-pub const DEFAULT_INITIAL_SYNC: Duration = Duration::from_secs(10);
-
-impl Coalescing {
-    /// `window` with the derived maximum delay.
-    pub fn new(window: Duration, initial_sync: Duration) -> Self {
-        Self {
-            window,
-            max_delay: window * COALESCE_MAX_WINDOWS,
-            initial_sync,
-        }
-    }
-}
-
-impl Default for Coalescing {
-    fn default() -> Self {
-        Self::new(DEFAULT_COALESCE, DEFAULT_INITIAL_SYNC)
-    }
-}
-
-/// Takes updates into `latest` until none arrived for a window (or the maximum delay passed). Returns
-/// `false` when every sender is gone.
-async fn collect_burst(
-    updates: &mut CatalogReceiver,
-    latest: &mut BTreeMap<SourceId, Catalog>,
-    coalescing: &Coalescing,
-) -> bool {
-    let give_up = Instant::now() + coalescing.max_delay;
-    loop {
-        let quiet_until = (Instant::now() + coalescing.window).min(give_up);
-        match tokio::time::timeout_at(quiet_until, updates.recv()).await {
-            Ok(Some(update)) => {
-                latest.insert(update.source, update.catalog);
-                if Instant::now() >= give_up {
-                    return true;
-                }
-            }
-            Ok(None) => return false,
-            Err(_) => return true,
-        }
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::catalog::{
-        CatalogUpdate, Instance, Service, ServiceMode, ServiceTimeouts, catalog_channel,
-    };
+    use crate::catalog::{Instance, Service, ServiceMode, ServiceTimeouts};
     use ringway_shared::wire::decode_frame;
     use ringway_shared::{BackendState, Balance};
     use std::num::NonZeroU32;
 
-    fn publisher() -> Publisher {
+    pub(crate) fn publisher() -> Publisher {
         Publisher::new(CompileSettings {
             group_size: NonZeroU32::MIN,
             default_max_connections: NonZeroU32::new(100).unwrap(),
         })
     }
 
-    fn catalog(weight: u16) -> Catalog {
+    pub(crate) fn catalog(weight: u16) -> Catalog {
         Catalog {
             services: vec![Service {
                 name: "web".into(),
@@ -353,7 +288,7 @@ mod tests {
         }
     }
 
-    fn published_version(outcome: PublishOutcome) -> u64 {
+    pub(crate) fn published_version(outcome: PublishOutcome) -> u64 {
         match outcome {
             PublishOutcome::Published { version } => version,
             PublishOutcome::Unchanged { .. } => panic!("expected a publish, got {outcome:?}"),
@@ -423,84 +358,5 @@ mod tests {
         assert_eq!((current.version(), current.hash()), (new, hash));
         // Later publishes stay above what dataplanes reported.
         assert!(published_version(p.publish(&catalog(2)).unwrap()) > new);
-    }
-
-    fn update(source: &str, catalog: Catalog) -> CatalogUpdate {
-        CatalogUpdate {
-            source: SourceId::new(source),
-            catalog,
-        }
-    }
-
-    fn on_port(mut c: Catalog, name: &str, port: u16) -> Catalog {
-        c.services[0].name = name.into();
-        c.services[0].listen.set_port(port);
-        c
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sources_merge_bursts_coalesce_and_a_silent_source_keeps_its_catalog() {
-        let p = Arc::new(publisher());
-        let (tx, rx) = catalog_channel();
-        let expected = vec![SourceId::new("consul"), SourceId::new("marathon")];
-        let task = tokio::spawn(Arc::clone(&p).consume(rx, expected, Coalescing::default()));
-
-        // One source alone does not publish while the other may still answer.
-        tx.send(update("marathon", on_port(catalog(1), "m", 1001)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(p.current().is_none(), "waiting for consul");
-
-        // A burst: only the last of marathon's catalogs counts, and one snapshot comes out.
-        tx.send(update("consul", on_port(catalog(1), "c", 1002)))
-            .await
-            .unwrap();
-        for w in 2..=50 {
-            tx.send(update("marathon", on_port(catalog(w), "m", 1001)))
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let first = p.current().expect("published once both answered");
-        assert_eq!(first.snapshot.listeners.len(), 2);
-        assert_eq!(web_weight(&first.snapshot, "m"), 50);
-
-        // Consul goes silent (a failing source sends nothing): its services stay.
-        tx.send(update("marathon", on_port(catalog(60), "m", 1001)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let second = p.current().unwrap();
-        assert!(second.version() > first.version());
-        assert_eq!(web_weight(&second.snapshot, "c"), 1);
-        assert_eq!(web_weight(&second.snapshot, "m"), 60);
-
-        // The same content again publishes nothing.
-        tx.send(update("marathon", on_port(catalog(60), "m", 1001)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(p.current().unwrap().version(), second.version());
-        drop(tx);
-        task.await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn after_the_initial_sync_timeout_what_answered_is_published() {
-        let p = Arc::new(publisher());
-        let (tx, rx) = catalog_channel();
-        let expected = vec![SourceId::new("consul"), SourceId::new("marathon")];
-        let coalescing = Coalescing::new(Duration::from_millis(5), Duration::from_secs(3));
-        tokio::spawn(Arc::clone(&p).consume(rx, expected, coalescing));
-        tx.send(update("marathon", catalog(1))).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(p.current().is_none());
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(p.current().unwrap().snapshot.listeners.len(), 1);
-    }
-
-    fn web_weight(snapshot: &Snapshot, name: &str) -> u16 {
-        snapshot.cluster(name).unwrap().backends[0].weight
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::catalog::{Catalog, CatalogSender, CatalogUpdate};
+use crate::intake::{Applied, ApplyError, Input, submit};
 use crate::versions::unix_micros;
 
 /// Names a source (`file:/etc/ringway/services.toml`, `marathon`, `registrator`, `etcd-v3`, `consul`).
@@ -37,8 +38,16 @@ pub struct SourceId(pub String);
 
 /// Kinds in merge order: when services of several sources share a listen address, the settings (balance,
 /// limits, timeouts) come from the earliest kind here. The static file is what an operator wrote by hand,
-/// so it wins; Marathon over registrator is proxymatic's order.
-pub const SOURCE_KINDS: [&str; 5] = ["file", "marathon", "consul", "etcd-v3", "registrator"];
+/// so it wins; Marathon over registrator is proxymatic's order. The API (docker-flow-proxy's calls, made by
+/// automation such as its swarm listener) comes last.
+pub const SOURCE_KINDS: [&str; 6] = [
+    "file",
+    "marathon",
+    "consul",
+    "etcd-v3",
+    "registrator",
+    "api",
+];
 
 impl SourceId {
     pub fn new(name: impl Into<String>) -> Self {
@@ -216,6 +225,13 @@ impl SourceHandle {
         self.send(catalog).await
     }
 
+    /// Marks the source ok without sending anything: for a source that has nothing to say yet (the API
+    /// before anything was registered through it), whose empty catalog must not count as an answer about
+    /// the world when the first snapshot waits for the sources.
+    pub fn record_ok(&self) {
+        self.status.send_modify(|s| s.record_success(unix_micros()));
+    }
+
     /// Reports a failed attempt: nothing is sent, the last good catalog stays in force.
     pub fn fail(&self, error: &dyn fmt::Display) {
         let error = error.to_string();
@@ -234,11 +250,41 @@ impl SourceHandle {
     }
 
     async fn send(&self, catalog: Catalog) -> bool {
-        let update = CatalogUpdate {
+        let update = self.update(catalog);
+        self.sink
+            .send(Input::Catalog {
+                update,
+                reply: None,
+            })
+            .await
+            .is_ok()
+    }
+
+    fn update(&self, catalog: Catalog) -> CatalogUpdate {
+        CatalogUpdate {
             source: self.id.clone(),
             catalog,
-        };
-        self.sink.send(update).await.is_ok()
+        }
+    }
+
+    /// Reports a new full catalog, like [`SourceHandle::publish`], and waits for the snapshot that carries
+    /// it: for a source driven by requests (the API) that must answer with the version it produced.
+    pub async fn publish_and_wait(&self, catalog: Catalog) -> Result<Applied, ApplyError> {
+        let update = self.update(catalog);
+        let result = submit(&self.sink, |reply| Input::Catalog {
+            update,
+            reply: Some(reply),
+        })
+        .await;
+        if result.is_ok() {
+            self.status.send_modify(|s| s.record_success(unix_micros()));
+        }
+        result
+    }
+
+    /// The channel into the publisher, for changes that are not a source's catalog (override edits).
+    pub fn sink(&self) -> &CatalogSender {
+        &self.sink
     }
 
     /// Resolves when the publisher is gone.
@@ -293,7 +339,13 @@ mod tests {
         let b = registry.handle(SourceId::new("marathon"), sink);
         b.fail(&"connection refused");
         assert!(a.publish(Catalog::default()).await);
-        let update = updates.try_recv().unwrap();
+        let Ok(Input::Catalog {
+            update,
+            reply: None,
+        }) = updates.try_recv()
+        else {
+            panic!("expected consul's catalog");
+        };
         assert_eq!(update.source, SourceId::new("consul"));
         assert!(updates.try_recv().is_err(), "a failure sends nothing");
 

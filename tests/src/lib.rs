@@ -5,6 +5,7 @@
 //! Every wait is bounded; every process is killed when its handle drops, so a failing test leaves
 //! nothing running.
 
+pub mod api;
 pub mod backends;
 pub mod discovery;
 pub mod doubles;

@@ -56,6 +56,16 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file);
+        if path
+            .file_name()
+            .is_some_and(|n| n == "ringway-controlplane")
+        {
+            // Every test controlplane gets a free API port and no state file unless it says otherwise:
+            // the defaults (127.0.0.1:9091, /var/lib/ringway) would be shared by tests running in parallel.
+            command
+                .env("RINGWAY_API", "127.0.0.1:0")
+                .env("RINGWAY_API_STATE_FILE", "");
+        }
         for (k, v) in envs {
             command.env(k, v);
         }
@@ -162,6 +172,18 @@ impl Controlplane {
             "--log-format".into(),
             "json".into(),
         ];
+        // A free API port (read back with `api_address`) and a state file in the test's directory, so a
+        // controlplane restarted in the same directory finds what the API registered.
+        let state = dir.join("api-state.json").display().to_string();
+        for (flag, value) in [
+            ("--api", "127.0.0.1:0"),
+            ("--api-state-file", state.as_str()),
+        ] {
+            if !extra.contains(&flag) {
+                args.push(flag.into());
+                args.push(value.into());
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique(dir, "controlplane", "log");
         let mut proc = Proc::spawn("ringway-controlplane", &args, log, &[]);
@@ -177,6 +199,30 @@ impl Controlplane {
             proc,
             socket: socket.to_path_buf(),
         }
+    }
+
+    /// Where the API listens (from the log); waits for it to be up.
+    pub fn api_address(&mut self) -> std::net::SocketAddr {
+        let mut found = None;
+        let ok = wait_until(Duration::from_secs(15), || {
+            found = self
+                .proc
+                .events("API listening")
+                .first()
+                .and_then(|e| e["fields"]["address"].as_str().and_then(|a| a.parse().ok()));
+            found.is_some() || self.proc.try_wait().is_some()
+        });
+        assert!(
+            ok && found.is_some(),
+            "API never came up:\n{}",
+            self.proc.log_text()
+        );
+        found.unwrap()
+    }
+
+    /// A client of this controlplane's API, without a token.
+    pub fn api(&mut self) -> crate::api::ApiClient {
+        crate::api::ApiClient::new(self.api_address())
     }
 
     /// Versions of every snapshot this controlplane published.
