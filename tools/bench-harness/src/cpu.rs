@@ -135,6 +135,17 @@ pub struct Gate {
     pub idle: bool,
 }
 
+impl Gate {
+    /// For runs that are not counted (warm-up): no wait.
+    pub fn skipped() -> Self {
+        Self {
+            busy_cores: 0.0,
+            waited: Duration::ZERO,
+            idle: false,
+        }
+    }
+}
+
 /// Samples the box until one [`IDLE_SAMPLE`] shows at most [`IDLE_BUSY_MAX_CORES`] busy, for up to `max_wait`.
 pub fn idle_gate(max_wait: Duration) -> Gate {
     let started = Instant::now();

@@ -141,17 +141,21 @@ impl Bench<'_> {
         for round in 0..total {
             for test in Test::ALL {
                 for target in self.targets.iter().filter(|t| test.applies_to(t)) {
-                    for attempt in 1..=self.plan.max_attempts {
+                    let warmup = round < self.plan.warmup_rounds;
+                    // A warm-up run only warms (caches, allocators, TIME_WAIT state): it is never counted,
+                    // so it is neither gated nor repeated.
+                    let attempts = if warmup { 1 } else { self.plan.max_attempts };
+                    for attempt in 1..=attempts {
                         check_interrupted()?;
                         if Instant::now() > deadline {
                             return Ok((records, true));
                         }
-                        let mut r = self.cell(test, target)?;
+                        let mut r = self.cell(test, target, warmup)?;
                         r.round = round;
-                        r.warmup = round < self.plan.warmup_rounds;
+                        r.warmup = warmup;
                         r.attempt = attempt;
                         progress(&r);
-                        let done = r.valid;
+                        let done = r.valid || warmup;
                         records.push(r);
                         if done {
                             break;
@@ -164,7 +168,7 @@ impl Bench<'_> {
         Ok((records, false))
     }
 
-    fn cell(&mut self, test: Test, target: &Target) -> anyhow::Result<Record> {
+    fn cell(&mut self, test: Test, target: &Target, warmup: bool) -> anyhow::Result<Record> {
         let mut r = Record {
             test: test.name(),
             target: target.name,
@@ -182,7 +186,11 @@ impl Bench<'_> {
             }
             return Ok(r);
         }
-        let gate = cpu::idle_gate(Duration::from_secs(self.plan.gate_max_wait_s));
+        let gate = if warmup {
+            cpu::Gate::skipped()
+        } else {
+            cpu::idle_gate(Duration::from_secs(self.plan.gate_max_wait_s))
+        };
         r.gate_busy_cores = gate.busy_cores;
         r.gate_waited_s = gate.waited.as_secs_f64();
         r.gate_idle = gate.idle;

@@ -344,7 +344,9 @@ pub fn summarize(records: &[Record], targets: &[Target]) -> Vec<MetricSummary> {
 /// How many runs were made and discarded, per test and target.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Discards {
+    /// Runs of the measured rounds (warm-up runs are not counted here).
     pub runs: usize,
+    pub warmup_runs: usize,
     pub discarded: usize,
     /// Cells (round, test, target) that got no valid run after every attempt.
     pub not_measured: usize,
@@ -353,12 +355,11 @@ pub struct Discards {
 }
 
 pub fn discards(records: &[Record]) -> Discards {
-    let mut d = Discards {
-        runs: records.len(),
-        ..Discards::default()
-    };
+    let mut d = Discards::default();
     let mut cells: BTreeMap<(usize, &str, &str), bool> = BTreeMap::new();
-    for r in records {
+    d.runs = records.iter().filter(|r| !r.warmup).count();
+    d.warmup_runs = records.len() - d.runs;
+    for r in records.iter().filter(|r| !r.warmup) {
         let valid = cells.entry((r.round, r.test, r.target)).or_insert(false);
         *valid |= r.valid;
         if !r.valid {
