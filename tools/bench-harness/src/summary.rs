@@ -47,6 +47,9 @@ fn p99(r: &Record) -> Option<f64> {
 fn idle_kib(r: &Record) -> Option<f64> {
     r.idle_kib_per_connection
 }
+fn idle_rss(r: &Record) -> Option<f64> {
+    r.idle_rss_after_mib
+}
 
 const fn metric(
     key: &'static str,
@@ -78,7 +81,7 @@ const fn proxy_only(m: Metric) -> Metric {
 }
 
 /// Every figure, in report order.
-pub const METRICS: [Metric; 15] = [
+pub const METRICS: [Metric; 16] = [
     metric(
         "bulk1_gbps",
         1,
@@ -217,6 +220,15 @@ pub const METRICS: [Metric; 15] = [
         "idle_memory",
         false,
         idle_kib,
+    )),
+    proxy_only(metric(
+        "idle_rss_mib",
+        5,
+        "proxy RSS holding the idle connections",
+        "MiB",
+        "idle_memory",
+        false,
+        idle_rss,
     )),
 ];
 
