@@ -1,0 +1,138 @@
+//! What is measured, and where it listens. Everything is on 127.0.0.1, on fixed ports below the ephemeral
+//! range (32768-60999) so no client or proxy connection can take one of them by chance.
+
+use std::net::SocketAddr;
+
+/// All harness ports are `BASE_PORT + offset`.
+pub const BASE_PORT: u16 = 27000;
+/// iperf3 server (bulk backend).
+pub const BULK_BACKEND: u16 = BASE_PORT + 1;
+/// nginx, one worker, a 101-byte file (HTTP backend, as in the reference measurements).
+pub const HTTP_BACKEND: u16 = BASE_PORT + 2;
+/// The harness's own accept-and-hold server (idle-connection backend, figure 5).
+pub const IDLE_BACKEND: u16 = BASE_PORT + 3;
+/// Figure 6: the Ringway listener and the two backends the changes alternate between.
+pub const RECONFIG_LISTEN: u16 = BASE_PORT + 200;
+pub const RECONFIG_BACKENDS: [u16; 2] = [BASE_PORT + 201, BASE_PORT + 202];
+/// Figure 7: the listener the error counter uses, its backend, and the first of the other listeners.
+pub const SCALE_PROBE_LISTEN: u16 = BASE_PORT + 300;
+pub const SCALE_PROBE_BACKEND: u16 = BASE_PORT + 301;
+pub const SCALE_LISTENERS_FROM: u16 = BASE_PORT + 310;
+/// Worker threads / processes of every proxy that has the knob (pen is single-process by design).
+pub const PROXY_WORKERS: usize = 2;
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// How a target forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No proxy: the client talks to the backend.
+    Direct,
+    /// Ringway with one `--forward` mode.
+    Ringway(&'static str),
+    /// HAProxy tcp mode, `option splice-auto` (which does not splice on this kernel, see the docs).
+    Haproxy,
+    /// HAProxy tcp mode with `option splice-request` + `option splice-response`: the splice-for-splice peer.
+    HaproxyForcedSplice,
+    /// nginx `stream` module, reuseport listeners.
+    Nginx,
+    /// pen, one single-threaded process per listener.
+    Pen,
+}
+
+/// A target and its three listening ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub bulk: u16,
+    pub http: u16,
+    pub idle: u16,
+}
+
+impl Target {
+    pub fn is_proxy(&self) -> bool {
+        self.kind != Kind::Direct
+    }
+
+    pub fn is_ringway(&self) -> bool {
+        matches!(self.kind, Kind::Ringway(_))
+    }
+}
+
+/// Ringway's `--forward` modes, default first.
+pub const RINGWAY_MODES: [&str; 3] = ["poll-splice", "uring-splice", "copy"];
+
+/// The name of the Ringway target the headline ratios are computed for (the default forwarding mode).
+pub const HEADLINE: &str = "ringway-poll-splice";
+
+/// Every target, in the fixed order of each round.
+pub fn all() -> Vec<Target> {
+    let kinds: [(&'static str, Kind); 8] = [
+        ("direct", Kind::Direct),
+        ("ringway-poll-splice", Kind::Ringway(RINGWAY_MODES[0])),
+        ("ringway-uring-splice", Kind::Ringway(RINGWAY_MODES[1])),
+        ("ringway-copy", Kind::Ringway(RINGWAY_MODES[2])),
+        ("haproxy-forced-splice", Kind::HaproxyForcedSplice),
+        ("haproxy", Kind::Haproxy),
+        ("nginx", Kind::Nginx),
+        ("pen", Kind::Pen),
+    ];
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, kind))| {
+            if kind == Kind::Direct {
+                Target {
+                    name,
+                    kind,
+                    bulk: BULK_BACKEND,
+                    http: HTTP_BACKEND,
+                    idle: IDLE_BACKEND,
+                }
+            } else {
+                let base = BASE_PORT + 10 * i as u16;
+                Target {
+                    name,
+                    kind,
+                    bulk: base + 1,
+                    http: base + 2,
+                    idle: base + 3,
+                }
+            }
+        })
+        .collect()
+}
+
+/// The peers the ratios compare the headline Ringway target with, in display order.
+pub const PEERS: [&str; 5] = ["haproxy-forced-splice", "haproxy", "nginx", "pen", "direct"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_port_is_distinct_and_below_the_ephemeral_range() {
+        let mut seen = HashSet::new();
+        for t in all().iter().filter(|t| t.is_proxy()) {
+            for p in [t.bulk, t.http, t.idle] {
+                assert!(seen.insert(p), "port {p} used twice");
+            }
+        }
+        let fixed = [BULK_BACKEND, HTTP_BACKEND, IDLE_BACKEND, RECONFIG_LISTEN]
+            .into_iter()
+            .chain(RECONFIG_BACKENDS)
+            .chain([SCALE_PROBE_LISTEN, SCALE_PROBE_BACKEND]);
+        for p in fixed {
+            assert!(seen.insert(p), "port {p} used twice");
+        }
+        assert!(seen.iter().all(|&p| p < 32768));
+        assert!(all().iter().any(|t| t.name == HEADLINE));
+        for peer in PEERS {
+            assert!(all().iter().any(|t| t.name == peer));
+        }
+    }
+}
