@@ -317,6 +317,9 @@ pub fn start_ringway(
             &services.display().to_string(),
             "--socket",
             &socket.display().to_string(),
+            // Targets run side by side: no HTTP API (its default port would be taken twice), no API state.
+            "--api=",
+            "--api-state-file=",
             "--log-format",
             "json",
         ]),
@@ -350,6 +353,11 @@ pub fn start_dataplane(
             .to_string(),
         "--drain-timeout",
         RINGWAY_DRAIN,
+        // Every target runs side by side for interleaved rounds: no admin endpoint (its default port would
+        // be taken twice), and no drain grace so a stopped target frees its ports at once.
+        "--status-endpoint=",
+        "--drain-grace",
+        "0s",
         "--log-format",
         "json",
     ]);
