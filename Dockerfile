@@ -23,6 +23,8 @@ COPY controlplane controlplane
 COPY dataplane dataplane
 COPY tests tests
 COPY tools/devtools tools/devtools
+COPY tools/bench-harness tools/bench-harness
+COPY benches benches
 # Cache mounts keep the registry and the target directory between builds (BuildKit); the binaries are
 # copied out of the cached target directory, which is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
