@@ -183,22 +183,23 @@ impl Snapshot {
         }
         let mut addresses = HashSet::with_capacity(self.listeners.len());
         for (i, listener) in self.listeners.iter().enumerate() {
-            let at = format!("listeners[{}]", display_name(&listener.name, i));
+            // Field paths are built only for an error: validation runs on every snapshot received.
+            let at = || format!("listeners[{}]", display_name(&listener.name, i));
             if listener.name.is_empty() {
-                return Err(invalid(format!("{at}.name"), "must not be empty"));
+                return Err(invalid(format!("{}.name", at()), "must not be empty"));
             }
             if listener.address.port() == 0 {
-                return Err(invalid(format!("{at}.address"), "port must not be 0"));
+                return Err(invalid(format!("{}.address", at()), "port must not be 0"));
             }
             if !addresses.insert(listener.address) {
                 return Err(invalid(
-                    format!("{at}.address"),
+                    format!("{}.address", at()),
                     format!("{} is used by another listener", listener.address),
                 ));
             }
             if !cluster_names.contains(listener.cluster.as_str()) {
                 return Err(invalid(
-                    format!("{at}.cluster"),
+                    format!("{}.cluster", at()),
                     format!("no cluster named {:?}", listener.cluster),
                 ));
             }
@@ -209,13 +210,13 @@ impl Snapshot {
 
 impl Cluster {
     fn validate(&self, index: usize) -> Result<(), ModelError> {
-        let at = format!("clusters[{}]", display_name(&self.name, index));
+        let at = || format!("clusters[{}]", display_name(&self.name, index));
         if self.name.is_empty() {
-            return Err(invalid(format!("{at}.name"), "must not be empty"));
+            return Err(invalid(format!("{}.name", at()), "must not be empty"));
         }
         if self.max_connections == 0 {
             return Err(invalid(
-                format!("{at}.max_connections"),
+                format!("{}.max_connections", at()),
                 "must be at least 1",
             ));
         }
@@ -226,32 +227,32 @@ impl Cluster {
         ] {
             if value == 0 {
                 return Err(invalid(
-                    format!("{at}.timeouts.{name}"),
+                    format!("{}.timeouts.{name}", at()),
                     "must be at least 1",
                 ));
             }
         }
         let mut seen = HashSet::with_capacity(self.backends.len());
         for (i, backend) in self.backends.iter().enumerate() {
-            let at = format!("{at}.backends[{i}]");
+            let at = || format!("{}.backends[{i}]", at());
             if !(WEIGHT_MIN..=WEIGHT_MAX).contains(&backend.weight) {
                 return Err(invalid(
-                    format!("{at}.weight"),
+                    format!("{}.weight", at()),
                     format!("{} is outside {WEIGHT_MIN}..={WEIGHT_MAX}", backend.weight),
                 ));
             }
             if backend.max_connections == Some(0) {
                 return Err(invalid(
-                    format!("{at}.max_connections"),
+                    format!("{}.max_connections", at()),
                     "must be at least 1",
                 ));
             }
             if backend.address.port() == 0 {
-                return Err(invalid(format!("{at}.address"), "port must not be 0"));
+                return Err(invalid(format!("{}.address", at()), "port must not be 0"));
             }
             if !seen.insert(backend.address) {
                 return Err(invalid(
-                    format!("{at}.address"),
+                    format!("{}.address", at()),
                     format!("{} appears twice in the cluster", backend.address),
                 ));
             }
