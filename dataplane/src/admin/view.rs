@@ -5,7 +5,6 @@
 //! `bytes_out` came from the backend (and went to clients).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
@@ -177,9 +176,9 @@ fn backend_view(slot: &BackendSlot, state: &'static str, weight: Option<u16>) ->
         weight,
         limit: (limit != UNLIMITED).then_some(limit),
         connections: slot.active(),
-        total: slot.total.load(Ordering::Relaxed),
-        connect_failures: slot.connect_failures.load(Ordering::Relaxed),
-        bytes_in: slot.traffic.up.load(Ordering::Relaxed),
-        bytes_out: slot.traffic.down.load(Ordering::Relaxed),
+        total: slot.total(),
+        connect_failures: slot.connect_failures(),
+        bytes_in: slot.traffic().0,
+        bytes_out: slot.traffic().1,
     }
 }

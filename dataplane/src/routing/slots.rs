@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
-use socket2::SockAddr;
 
 use super::wake::Wakers;
 
@@ -19,14 +18,14 @@ pub const UNLIMITED: u32 = u32::MAX;
 /// Counts against a limit, without locks: `take` succeeds only while `current < limit`.
 #[derive(Debug)]
 struct Gauge {
-    current: CachePadded<AtomicU32>,
+    current: AtomicU32,
     limit: AtomicU32,
 }
 
 impl Gauge {
     fn new(limit: u32) -> Self {
         Self {
-            current: CachePadded::new(AtomicU32::new(0)),
+            current: AtomicU32::new(0),
             limit: AtomicU32::new(limit),
         }
     }
@@ -40,68 +39,99 @@ impl Gauge {
             .is_ok()
     }
 
-    fn give_back(&self) {
+    fn give_back(&self) -> u32 {
         let before = self.current.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "gauge released more often than taken");
+        before
     }
 
     fn current(&self) -> u32 {
         self.current.load(Ordering::Relaxed)
     }
+
+    /// Stores a new limit; skips the store (and the cache-line invalidation on every core) when unchanged,
+    /// which is the usual case when a large snapshot is applied.
+    fn set_limit(&self, limit: u32) {
+        if self.limit.load(Ordering::Relaxed) != limit {
+            self.limit.store(limit, Ordering::Relaxed);
+        }
+    }
 }
 
-/// Per-backend state shared by all cores.
+/// What the data path writes for one backend, on one cache line.
+#[derive(Debug)]
+struct BackendCounters {
+    gauge: Gauge,
+    total: AtomicU64,
+    connect_failures: AtomicU64,
+    bytes_up: AtomicU64,
+    bytes_down: AtomicU64,
+}
+
+/// Per-backend state shared by all cores. Kept small (one cache line of counters plus the address): a
+/// design-scale snapshot has 100,000 of them.
 #[derive(Debug)]
 pub struct BackendSlot {
     pub address: SocketAddr,
-    /// Pre-built for `connect`, so the hot path does not convert addresses.
-    pub sockaddr: SockAddr,
-    gauge: Gauge,
-    /// Connections ever opened to this backend (counted when the slot is taken).
-    pub total: AtomicU64,
-    pub connect_failures: AtomicU64,
-    /// Kept off the gauge's cache line: bytes are counted as they move, slots only per connection.
-    pub traffic: CachePadded<Traffic>,
     /// The backend is draining (by its snapshot state, or because it left the snapshot): when its last
     /// connection ends, that is worth a log line.
     draining: AtomicBool,
-}
-
-/// Bytes delivered to the backend (`up`) and from it to clients (`down`).
-#[derive(Debug, Default)]
-pub struct Traffic {
-    pub up: AtomicU64,
-    pub down: AtomicU64,
+    hot: CachePadded<BackendCounters>,
 }
 
 impl BackendSlot {
     pub fn new(address: SocketAddr, limit: Option<u32>) -> Self {
         Self {
             address,
-            sockaddr: SockAddr::from(address),
-            gauge: Gauge::new(limit.unwrap_or(UNLIMITED)),
-            total: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
-            traffic: CachePadded::new(Traffic::default()),
             draining: AtomicBool::new(false),
+            hot: CachePadded::new(BackendCounters {
+                gauge: Gauge::new(limit.unwrap_or(UNLIMITED)),
+                total: AtomicU64::new(0),
+                connect_failures: AtomicU64::new(0),
+                bytes_up: AtomicU64::new(0),
+                bytes_down: AtomicU64::new(0),
+            }),
         }
     }
 
     /// Connections currently open (or being opened) to this backend from this dataplane.
     pub fn active(&self) -> u32 {
-        self.gauge.current()
+        self.hot.gauge.current()
     }
 
     pub fn limit(&self) -> u32 {
-        self.gauge.limit.load(Ordering::Relaxed)
+        self.hot.gauge.limit.load(Ordering::Relaxed)
     }
 
     pub fn has_room(&self) -> bool {
         self.active() < self.limit()
     }
 
+    /// Connections ever opened to this backend (counted when the slot is taken).
+    pub fn total(&self) -> u64 {
+        self.hot.total.load(Ordering::Relaxed)
+    }
+
+    pub fn connect_failures(&self) -> u64 {
+        self.hot.connect_failures.load(Ordering::Relaxed)
+    }
+
+    pub fn record_connect_failure(&self) {
+        self.hot.connect_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes delivered to the backend (`up`) and from it to clients (`down`).
+    pub fn traffic(&self) -> (u64, u64) {
+        (
+            self.hot.bytes_up.load(Ordering::Relaxed),
+            self.hot.bytes_down.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        if self.draining.load(Ordering::Relaxed) != draining {
+            self.draining.store(draining, Ordering::Relaxed);
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -111,19 +141,17 @@ impl BackendSlot {
     /// Counts bytes as they are delivered, so statistics are live for long connections too.
     pub fn add_traffic(&self, up: u64, down: u64) {
         if up > 0 {
-            self.traffic.up.fetch_add(up, Ordering::Relaxed);
+            self.hot.bytes_up.fetch_add(up, Ordering::Relaxed);
         }
         if down > 0 {
-            self.traffic.down.fetch_add(down, Ordering::Relaxed);
+            self.hot.bytes_down.fetch_add(down, Ordering::Relaxed);
         }
     }
 
     /// A new snapshot may change the limit; connections above a lowered limit are not cut, they just
     /// keep new ones out until enough have ended.
     pub fn set_limit(&self, limit: Option<u32>) {
-        self.gauge
-            .limit
-            .store(limit.unwrap_or(UNLIMITED), Ordering::Relaxed);
+        self.hot.gauge.set_limit(limit.unwrap_or(UNLIMITED));
     }
 }
 
@@ -131,7 +159,7 @@ impl BackendSlot {
 #[derive(Debug)]
 pub struct ClusterSlot {
     pub name: String,
-    gauge: Gauge,
+    gauge: CachePadded<Gauge>,
     /// Connections waiting in some worker's queue for this cluster. Releasing a slot wakes the workers
     /// only when this is non-zero, so the common case costs no cross-core signal.
     waiters: AtomicU32,
@@ -142,7 +170,7 @@ impl ClusterSlot {
     pub fn new(name: String, limit: u32, wakers: Arc<Wakers>) -> Self {
         Self {
             name,
-            gauge: Gauge::new(limit),
+            gauge: CachePadded::new(Gauge::new(limit)),
             waiters: AtomicU32::new(0),
             wakers,
         }
@@ -153,7 +181,7 @@ impl ClusterSlot {
     }
 
     pub fn set_limit(&self, limit: u32) {
-        self.gauge.limit.store(limit, Ordering::Relaxed);
+        self.gauge.set_limit(limit);
     }
 
     pub fn limit(&self) -> u32 {
@@ -198,11 +226,11 @@ impl Lease {
         if !cluster.gauge.take() {
             return None;
         }
-        if !backend.gauge.take() {
+        if !backend.hot.gauge.take() {
             cluster.gauge.give_back();
             return None;
         }
-        backend.total.fetch_add(1, Ordering::Relaxed);
+        backend.hot.total.fetch_add(1, Ordering::Relaxed);
         Some(Self {
             backend: Arc::clone(backend),
             cluster: Arc::clone(cluster),
@@ -212,8 +240,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let before = self.backend.gauge.current.fetch_sub(1, Ordering::AcqRel);
-        debug_assert!(before > 0, "backend slot released more often than taken");
+        let before = self.backend.hot.gauge.give_back();
         if before == 1 && self.backend.is_draining() {
             tracing::info!(cluster = %self.cluster.name, backend = %self.backend.address, "backend drained");
         }

@@ -95,15 +95,31 @@ pub enum BuildError {
     MissingCluster(String),
 }
 
+/// What persists of one cluster across versions: its slot and its backends' slots, in snapshot order.
+#[derive(Debug)]
+struct ClusterEntry {
+    slot: Arc<ClusterSlot>,
+    backends: Vec<Arc<BackendSlot>>,
+    /// The route built last time, and the index of its cluster in that snapshot: reused as it is when the
+    /// cluster did not change.
+    route: Arc<ClusterRoute>,
+    spec: usize,
+}
+
 /// Owns what lives across versions and builds tables from snapshots.
+///
+/// Applying must stay fast at 100,000 backends: a cluster whose backend addresses are unchanged (the usual
+/// case: controlplanes emit them sorted) reuses its slots position by position, without hashing; only a
+/// cluster whose set changed pays for a map of its previous backends.
 #[derive(Debug)]
 pub struct TableBuilder {
     workers: usize,
     wakers: Arc<Wakers>,
     listeners: HashMap<SocketAddr, Arc<ListenerSockets>>,
-    clusters: HashMap<String, Arc<ClusterSlot>>,
-    backends: HashMap<(String, SocketAddr), Arc<BackendSlot>>,
+    clusters: HashMap<String, ClusterEntry>,
     retired: Vec<RetiredBackend>,
+    /// The snapshot of the last table built, to recognise unchanged clusters.
+    previous: Option<Arc<Snapshot>>,
 }
 
 impl TableBuilder {
@@ -113,8 +129,8 @@ impl TableBuilder {
             wakers,
             listeners: HashMap::new(),
             clusters: HashMap::new(),
-            backends: HashMap::new(),
             retired: Vec::new(),
+            previous: None,
         }
     }
 
@@ -135,59 +151,13 @@ impl TableBuilder {
             opened.insert(listener.address, sockets);
         }
 
-        let mut clusters = HashMap::with_capacity(snapshot.clusters.len());
-        let mut backends = HashMap::with_capacity(snapshot.backend_count());
-        let mut routes = Vec::with_capacity(snapshot.clusters.len());
-        let mut cluster_index = HashMap::with_capacity(snapshot.clusters.len());
-        for cluster in &snapshot.clusters {
-            let slot = self
-                .clusters
-                .get(&cluster.name)
-                .cloned()
-                .unwrap_or_else(|| {
-                    Arc::new(ClusterSlot::new(
-                        cluster.name.clone(),
-                        cluster.max_connections,
-                        Arc::clone(&self.wakers),
-                    ))
-                });
-            let mut route_backends = Vec::with_capacity(cluster.backends.len());
-            for backend in &cluster.backends {
-                let key = (cluster.name.clone(), backend.address);
-                // A backend that comes back while its old connections still drain keeps their count.
-                let backend_slot = self
-                    .backends
-                    .get(&key)
-                    .or_else(|| {
-                        self.retired
-                            .iter()
-                            .find(|r| {
-                                r.cluster == cluster.name && r.slot.address == backend.address
-                            })
-                            .map(|r| &r.slot)
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Arc::new(BackendSlot::new(backend.address, backend.max_connections))
-                    });
-                route_backends.push(RouteBackend {
-                    slot: Arc::clone(&backend_slot),
-                    weight: backend.weight,
-                    accepting: backend.state == BackendState::Active,
-                });
-                backends.insert(key, backend_slot);
-            }
-            cluster_index.insert(cluster.name.as_str(), routes.len());
-            routes.push(Arc::new(ClusterRoute {
-                name: cluster.name.clone(),
-                balance: cluster.balance,
-                timeouts: cluster.timeouts,
-                slot: Arc::clone(&slot),
-                backends: route_backends,
-            }));
-            clusters.insert(cluster.name.clone(), slot);
-        }
-
+        // Resolve listeners first: after this point nothing can fail, so the registry may be consumed.
+        let cluster_index: HashMap<&str, usize> = snapshot
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
             let cluster = *cluster_index
@@ -201,34 +171,109 @@ impl TableBuilder {
             });
         }
 
-        // Everything succeeded: commit limits, draining marks and the registries.
-        for cluster in &snapshot.clusters {
-            clusters[&cluster.name].set_limit(cluster.max_connections);
-            for backend in &cluster.backends {
-                let slot = &backends[&(cluster.name.clone(), backend.address)];
-                slot.set_limit(backend.max_connections);
-                slot.set_draining(backend.state == BackendState::Draining);
+        let mut old = std::mem::take(&mut self.clusters);
+        let mut entries: HashMap<String, ClusterEntry> =
+            HashMap::with_capacity(snapshot.clusters.len());
+        let mut routes = Vec::with_capacity(snapshot.clusters.len());
+        let mut removed: Vec<RetiredBackend> = Vec::new();
+        let mut changed = vec![true; snapshot.clusters.len()];
+        for (index, cluster) in snapshot.clusters.iter().enumerate() {
+            let previous = old.remove(&cluster.name);
+            // The common case at scale: nothing about this cluster changed. Its entry moves over and its
+            // route is reused whole, without touching any of its backends' slots (they are scattered in
+            // memory; touching 100,000 of them is what makes an apply slow).
+            let reusable = match (&previous, &self.previous) {
+                (Some(entry), Some(last)) => last.clusters.get(entry.spec) == Some(cluster),
+                _ => false,
+            };
+            if reusable {
+                let mut entry = previous.expect("checked above");
+                entry.spec = index;
+                routes.push(Arc::clone(&entry.route));
+                changed[index] = false;
+                entries.insert(cluster.name.clone(), entry);
+                continue;
             }
+            let slot = previous
+                .as_ref()
+                .map(|p| Arc::clone(&p.slot))
+                .unwrap_or_else(|| {
+                    Arc::new(ClusterSlot::new(
+                        cluster.name.clone(),
+                        cluster.max_connections,
+                        Arc::clone(&self.wakers),
+                    ))
+                });
+            let slots = self.backend_slots(cluster, previous.as_ref(), &mut removed);
+            let route_backends = cluster
+                .backends
+                .iter()
+                .zip(&slots)
+                .map(|(backend, slot)| RouteBackend {
+                    slot: Arc::clone(slot),
+                    weight: backend.weight,
+                    accepting: backend.state == BackendState::Active,
+                })
+                .collect();
+            let route = Arc::new(ClusterRoute {
+                name: cluster.name.clone(),
+                balance: cluster.balance,
+                timeouts: cluster.timeouts,
+                slot: Arc::clone(&slot),
+                backends: route_backends,
+            });
+            routes.push(Arc::clone(&route));
+            entries.insert(
+                cluster.name.clone(),
+                ClusterEntry {
+                    slot,
+                    backends: slots,
+                    route,
+                    spec: index,
+                },
+            );
+        }
+        for (name, entry) in old {
+            removed.extend(entry.backends.into_iter().map(|slot| RetiredBackend {
+                cluster: name.clone(),
+                slot,
+            }));
+        }
+
+        // Everything succeeded: commit limits, draining marks and the registries.
+        for ((cluster, route), _) in snapshot
+            .clusters
+            .iter()
+            .zip(&routes)
+            .zip(&changed)
+            .filter(|(_, c)| **c)
+        {
+            route.slot.set_limit(cluster.max_connections);
+            for (backend, route_backend) in cluster.backends.iter().zip(&route.backends) {
+                route_backend.slot.set_limit(backend.max_connections);
+                route_backend
+                    .slot
+                    .set_draining(backend.state == BackendState::Draining);
+            }
+        }
+        for gone in &removed {
+            gone.slot.set_draining(true);
         }
         let mut retired: Vec<RetiredBackend> = std::mem::take(&mut self.retired)
             .into_iter()
-            .filter(|r| !backends.contains_key(&(r.cluster.clone(), r.slot.address)))
+            .filter(|r| {
+                entries
+                    .get(&r.cluster)
+                    .is_none_or(|e| !e.backends.iter().any(|b| Arc::ptr_eq(b, &r.slot)))
+            })
+            .chain(removed)
+            .filter(|r| r.slot.active() > 0)
             .collect();
-        for ((cluster, address), slot) in &self.backends {
-            if !backends.contains_key(&(cluster.clone(), *address)) {
-                slot.set_draining(true);
-                retired.push(RetiredBackend {
-                    cluster: cluster.clone(),
-                    slot: Arc::clone(slot),
-                });
-            }
-        }
-        retired.retain(|r| r.slot.active() > 0);
         retired.sort_by(|a, b| (&a.cluster, a.slot.address).cmp(&(&b.cluster, b.slot.address)));
         self.retired = retired.clone();
         self.listeners = opened;
-        self.clusters = clusters;
-        self.backends = backends;
+        self.clusters = entries;
+        self.previous = Some(Arc::clone(&snapshot));
         Ok(RoutingTable {
             version: snapshot.version,
             hash: snapshot.hash,
@@ -237,6 +282,52 @@ impl TableBuilder {
             clusters: routes,
             retired,
         })
+    }
+
+    /// The slots of `cluster`'s backends, in snapshot order: reused from the previous version (position by
+    /// position when the addresses are unchanged, else by address), from the retired list for a backend that
+    /// comes back while its old connections still drain, or new. Backends the cluster lost go to `removed`.
+    fn backend_slots(
+        &self,
+        cluster: &ringway_shared::Cluster,
+        previous: Option<&ClusterEntry>,
+        removed: &mut Vec<RetiredBackend>,
+    ) -> Vec<Arc<BackendSlot>> {
+        let fresh = |backend: &ringway_shared::Backend| {
+            Arc::new(BackendSlot::new(backend.address, backend.max_connections))
+        };
+        let Some(previous) = previous else {
+            return cluster.backends.iter().map(fresh).collect();
+        };
+        let unchanged = previous.backends.len() == cluster.backends.len()
+            && previous
+                .backends
+                .iter()
+                .zip(&cluster.backends)
+                .all(|(slot, b)| slot.address == b.address);
+        if unchanged {
+            return previous.backends.clone();
+        }
+        let mut known: HashMap<SocketAddr, &Arc<BackendSlot>> =
+            previous.backends.iter().map(|s| (s.address, s)).collect();
+        let slots: Vec<Arc<BackendSlot>> = cluster
+            .backends
+            .iter()
+            .map(|backend| match known.remove(&backend.address) {
+                Some(slot) => Arc::clone(slot),
+                None => self
+                    .retired
+                    .iter()
+                    .find(|r| r.cluster == cluster.name && r.slot.address == backend.address)
+                    .map(|r| Arc::clone(&r.slot))
+                    .unwrap_or_else(|| fresh(backend)),
+            })
+            .collect();
+        removed.extend(known.into_values().map(|slot| RetiredBackend {
+            cluster: cluster.name.clone(),
+            slot: Arc::clone(slot),
+        }));
+        slots
     }
 
     /// Forgets every listening socket (shutdown): once workers drop theirs, the sockets close.
@@ -319,6 +410,62 @@ mod tests {
             &first.clusters[0].slot,
             &second.clusters[0].slot
         ));
+    }
+
+    #[test]
+    fn an_unchanged_cluster_keeps_its_route_and_a_changed_one_is_rebuilt() {
+        let port = free_port();
+        let mut builder = builder();
+        let first = builder.build(snapshot(1, port, &[(1, Some(4))])).unwrap();
+        let same = builder.build(snapshot(2, port, &[(1, Some(4))])).unwrap();
+        assert!(
+            Arc::ptr_eq(&first.clusters[0], &same.clusters[0]),
+            "nothing to rebuild"
+        );
+        let changed = builder.build(snapshot(3, port, &[(1, Some(2))])).unwrap();
+        assert!(!Arc::ptr_eq(&same.clusters[0], &changed.clusters[0]));
+        assert_eq!(changed.clusters[0].backends[0].slot.limit(), 2);
+        assert!(Arc::ptr_eq(
+            &same.clusters[0].backends[0].slot,
+            &changed.clusters[0].backends[0].slot
+        ));
+    }
+
+    #[test]
+    fn a_removed_backend_drains_as_retired_and_comes_back_with_its_count() {
+        let port = free_port();
+        let mut builder = builder();
+        let first = builder
+            .build(snapshot(1, port, &[(1, Some(4)), (2, None)]))
+            .unwrap();
+        let route = &first.clusters[0];
+        let lease = crate::routing::Lease::acquire(&route.slot, &route.backends[1].slot).unwrap();
+        let removed = builder.build(snapshot(2, port, &[(1, Some(4))])).unwrap();
+        assert_eq!(
+            removed.retired.len(),
+            1,
+            "the backend with a connection is listed while it drains"
+        );
+        assert!(removed.retired[0].slot.is_draining());
+        let back = builder
+            .build(snapshot(3, port, &[(1, Some(4)), (2, None)]))
+            .unwrap();
+        assert!(back.retired.is_empty());
+        assert!(
+            Arc::ptr_eq(
+                &back.clusters[0].backends[1].slot,
+                &first.clusters[0].backends[1].slot
+            ),
+            "the returning backend keeps the slot that counts its open connection"
+        );
+        assert_eq!(back.clusters[0].backends[1].slot.active(), 1);
+        assert!(!back.clusters[0].backends[1].slot.is_draining());
+        drop(lease);
+        let gone = builder.build(snapshot(4, port, &[(1, Some(4))])).unwrap();
+        assert!(
+            gone.retired.is_empty(),
+            "a removed backend without connections is simply gone"
+        );
     }
 
     #[test]

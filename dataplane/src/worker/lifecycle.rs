@@ -139,7 +139,7 @@ impl Worker {
         conn.mark_pending(OpKind::ConnectTimeout);
         self.ring.connect(
             fd,
-            &slot.sockaddr,
+            &socket2::SockAddr::from(slot.address),
             timeout,
             op_for(OpKind::Connect, index, generation),
         );
@@ -211,8 +211,7 @@ impl Worker {
             return;
         }
         let slot = &conn.route.backends[conn.backend].slot;
-        slot.connect_failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        slot.record_connect_failure();
         if result == -libc::ECANCELED {
             self.stats.connect_timeouts.inc();
         } else {
