@@ -167,3 +167,41 @@ fn a_full_queue_times_out_and_closes_the_client() {
         "a freed slot serves the next client"
     );
 }
+
+#[test]
+fn round_robin_goes_on_while_other_services_change() {
+    let a = NamedBackend::start("a");
+    let b = NamedBackend::start("b");
+    let other = NamedBackend::start("other");
+    let (port, other_port) = (free_port(), free_port());
+    let steady = Service::new("steady", port)
+        .backend(a.port())
+        .backend(b.port());
+    let mut h = Harness::start(
+        &[steady.clone(), Service::new("busy", other_port)],
+        &[],
+        &[],
+    );
+    // Discovery churn elsewhere in the cluster (here: another service gaining and losing its backend)
+    // must not restart this service's rotation; if it did, every connection would go to one backend.
+    const CONNECTIONS: usize = 20;
+    let mut counts = HashMap::<String, usize>::new();
+    for i in 0..CONNECTIONS {
+        let busy = if i % 2 == 0 {
+            Service::new("busy", other_port).backend(other.port())
+        } else {
+            Service::new("busy", other_port)
+        };
+        h.reconfigure(&[steady.clone(), busy]);
+        let mut stream = connect(port).unwrap();
+        *counts.entry(read_name(&mut stream).unwrap()).or_default() += 1;
+    }
+    // Each of the 2 workers alternates between the two: at most one extra pick per worker.
+    for name in ["a", "b"] {
+        let got = counts.get(name).copied().unwrap_or(0);
+        assert!(
+            got >= CONNECTIONS / 2 - 2,
+            "{name} got {got} of {CONNECTIONS} connections while another service changed: {counts:?}"
+        );
+    }
+}

@@ -280,10 +280,21 @@ impl Worker {
                 }
             }
         }
+        // A cluster the snapshot left alone keeps its route (same Arc) and so its selection state: the
+        // round-robin sequence goes on instead of restarting, and a large table is not reallocated.
+        let mut previous = std::mem::take(&mut self.balancers);
         self.balancers = table
             .clusters
             .iter()
-            .map(|c| Balancer::new(c.backends.len()))
+            .enumerate()
+            .map(
+                |(i, cluster)| match (self.table.clusters.get(i), previous.get_mut(i)) {
+                    (Some(old), Some(balancer)) if Arc::ptr_eq(old, cluster) => {
+                        std::mem::replace(balancer, Balancer::new(0))
+                    }
+                    _ => Balancer::new(cluster.backends.len()),
+                },
+            )
             .collect();
         self.table_epoch = epoch;
         let version = table.version;
