@@ -62,6 +62,9 @@ pub struct Subscriber {
     builder: TableBuilder,
     state_file: Option<PathBuf>,
     applied: Option<Arc<Snapshot>>,
+    /// `applied` is not in the state file yet. It is written after the ACK has gone out, so a large
+    /// snapshot's disk write does not delay the controlplane's view of the rollout.
+    unsaved: bool,
     /// The last session got as far as the controlplane's hello.
     greeted: bool,
 }
@@ -81,6 +84,7 @@ impl Subscriber {
             builder,
             state_file,
             applied: None,
+            unsaved: false,
             greeted: false,
         }
     }
@@ -120,15 +124,21 @@ impl Subscriber {
             apply_ms = started.elapsed().as_secs_f64() * 1e3,
             "snapshot applied"
         );
-        if let Some(path) = &self.state_file
-            && let Err(e) = state_file::store(path, &snapshot)
-        {
-            {
-                tracing::warn!(error = %e, "could not save the state file; a restart would start without routes until the controlplane answers");
-            }
-        }
         self.applied = Some(snapshot);
+        self.unsaved = true;
         Ok(())
+    }
+
+    /// Writes the applied snapshot to the state file if it is not there yet.
+    pub fn save(&mut self) {
+        if !std::mem::take(&mut self.unsaved) {
+            return;
+        }
+        if let (Some(path), Some(snapshot)) = (&self.state_file, &self.applied)
+            && let Err(e) = state_file::store(path, snapshot)
+        {
+            tracing::warn!(error = %e, "could not save the state file; a restart would start without routes until the controlplane answers");
+        }
     }
 
     /// Applies the state file's snapshot, if there is a usable one.
@@ -141,6 +151,8 @@ impl Subscriber {
                 let version = snapshot.version;
                 match self.apply(snapshot) {
                     Ok(()) => {
+                        // It came from the file: nothing to write back.
+                        self.unsaved = false;
                         tracing::info!(version, path = %path.display(), "serving the saved snapshot until the controlplane answers")
                     }
                     Err(e) => {
@@ -155,6 +167,8 @@ impl Subscriber {
 
     /// Keeps a session with the controlplane for as long as the dataplane runs.
     pub fn run(mut self) {
+        // A snapshot taken over from the predecessor is saved before anything else.
+        self.save();
         let mut backoff = BACKOFF_START;
         let mut last_error: Option<String> = None;
         while !self.published.is_stopping() {
@@ -226,6 +240,7 @@ impl Subscriber {
                     }
                     if let Some(reply) = self.handle(message) {
                         wire::write_message(&mut stream, &reply)?;
+                        self.save();
                     }
                 }
                 Ok(None) => return Err(SessionError::Closed),
