@@ -2,8 +2,9 @@
 //!
 //! Change detection watches the file's *directory* (inotify through `notify`) and filters on the file name:
 //! editors that write a temporary file and rename it over the original, and `mv new services.toml`, replace
-//! the inode, which a watch on the file itself would lose. Events are debounced because one save is often
-//! several events. A slow poll of the file's identity (device, inode, size, mtime, ctime) backs this up for
+//! the inode, which a watch on the file itself would lose. A file renamed into place is complete, so it is
+//! read at once; other events are debounced because one save is often several events (truncate, writes,
+//! close) and a half-written file must not be read as the new configuration. A slow poll of the file's identity (device, inode, size, mtime, ctime) backs this up for
 //! the cases inotify does not see (a symlink swapped in a parent directory, a watch that could not be set up,
 //! an overflowed event queue).
 //!
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
@@ -78,7 +79,7 @@ pub struct FileWatch {
     last_read: Option<Stamp>,
     /// Change events about our file; the watch is set up in [`FileWatch::new`], before the first read, so
     /// no change between that read and [`FileWatch::run`] is missed.
-    events: mpsc::UnboundedReceiver<()>,
+    events: mpsc::UnboundedReceiver<Change>,
     /// Kept alive as long as we are; `None` when inotify could not be set up (the poll still runs).
     _watcher: Option<RecommendedWatcher>,
 }
@@ -98,9 +99,9 @@ impl FileWatch {
             .to_os_string();
         let (events_tx, events) = mpsc::unbounded_channel();
         let watcher = watch_directory(&path, move |event: &Event| {
-            if is_relevant(event, &file_name) {
+            if let Some(change) = classify(event, &file_name) {
                 // The receiver is gone only when we are; nothing to do then.
-                let _ = events_tx.send(());
+                let _ = events_tx.send(change);
             }
         });
         Ok(Self {
@@ -160,9 +161,14 @@ impl FileWatch {
         let handle = self.handle.clone();
         loop {
             tokio::select! {
-                Some(()) = self.events.recv() => {
-                    settle(&mut self.events).await;
-                    self.reread("file changed").await;
+                Some(change) = self.events.recv() => {
+                    if change == Change::Replaced {
+                        while self.events.try_recv().is_ok() {}
+                        self.reread("file replaced").await;
+                    } else {
+                        settle(&mut self.events).await;
+                        self.reread("file changed").await;
+                    }
                 }
                 () = reload.notified() => self.reread("reload requested").await,
                 _ = poll.tick() => {
@@ -230,34 +236,56 @@ fn watch_directory(
     }
 }
 
-/// Waits until events stop for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]), consuming them.
-async fn settle(events: &mut mpsc::UnboundedReceiver<()>) {
+/// What an event says about our file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Another file was renamed over ours: its content is complete.
+    Replaced,
+    /// Written, created, removed, or its attributes changed: more events may follow.
+    Changed,
+}
+
+/// Waits until events stop for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]), consuming them; a replacement
+/// ends the wait at once.
+async fn settle(events: &mut mpsc::UnboundedReceiver<Change>) {
     let give_up = Instant::now() + DEBOUNCE_MAX;
     loop {
         let quiet_until = (Instant::now() + DEBOUNCE).min(give_up);
         match tokio::time::timeout_at(quiet_until, events.recv()).await {
-            Ok(Some(())) if Instant::now() < give_up => continue,
+            Ok(Some(Change::Changed)) if Instant::now() < give_up => continue,
             _ => break,
         }
     }
     while events.try_recv().is_ok() {}
 }
 
-/// An event about our file name that may mean new content. Opens and reads are not (our own reads cause
-/// them); closing after a write is.
-fn is_relevant(event: &Event, file_name: &std::ffi::OsStr) -> bool {
-    let content_may_change = match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    };
-    content_may_change && event.paths.iter().any(|p| p.file_name() == Some(file_name))
+/// Whether an event about our file name may mean new content. Opens and reads do not (our own reads cause
+/// them); closing after a write does.
+fn classify(event: &Event, file_name: &std::ffi::OsStr) -> Option<Change> {
+    let ours = |p: &PathBuf| p.file_name() == Some(file_name);
+    match event.kind {
+        // inotify reports a rename within the directory as From, To, and Both (paths: from, to).
+        EventKind::Modify(ModifyKind::Name(RenameMode::To))
+            if event.paths.first().is_some_and(ours) =>
+        {
+            return Some(Change::Replaced);
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both))
+            if event.paths.get(1).is_some_and(ours) =>
+        {
+            return Some(Change::Replaced);
+        }
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+        EventKind::Access(_) => return None,
+        _ => {}
+    }
+    event.paths.iter().any(ours).then_some(Change::Changed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, ModifyKind, RenameMode};
+    use notify::event::CreateKind;
 
     fn event(kind: EventKind, path: &str) -> Event {
         Event::new(kind).add_path(PathBuf::from(path))
@@ -266,26 +294,51 @@ mod tests {
     #[test]
     fn only_changes_to_our_file_count() {
         let name = std::ffi::OsStr::new("services.toml");
-        let relevant = |kind, path| is_relevant(&event(kind, path), name);
-        assert!(relevant(
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            "/etc/ringway/services.toml"
-        ));
-        assert!(relevant(
-            EventKind::Create(CreateKind::File),
-            "/etc/ringway/services.toml"
-        ));
-        assert!(relevant(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            "/etc/ringway/services.toml"
-        ));
-        assert!(!relevant(
-            EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            "/etc/ringway/services.toml"
-        ));
-        assert!(!relevant(
-            EventKind::Create(CreateKind::File),
-            "/etc/ringway/services.toml.swp"
-        ));
+        let ours = "/etc/ringway/services.toml";
+        let classified = |kind, path| classify(&event(kind, path), name);
+        assert_eq!(
+            classified(EventKind::Modify(ModifyKind::Name(RenameMode::To)), ours),
+            Some(Change::Replaced)
+        );
+        assert_eq!(
+            classified(EventKind::Create(CreateKind::File), ours),
+            Some(Change::Changed)
+        );
+        assert_eq!(
+            classified(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                ours
+            ),
+            Some(Change::Changed)
+        );
+        assert_eq!(
+            classified(EventKind::Access(AccessKind::Open(AccessMode::Any)), ours),
+            None
+        );
+        assert_eq!(
+            classified(
+                EventKind::Create(CreateKind::File),
+                "/etc/ringway/services.toml.swp"
+            ),
+            None
+        );
+        // Renamed away from our name: the file is gone or about to be replaced, not complete.
+        assert_eq!(
+            classified(EventKind::Modify(ModifyKind::Name(RenameMode::From)), ours),
+            Some(Change::Changed)
+        );
+    }
+
+    #[test]
+    fn a_rename_over_our_file_is_a_replacement() {
+        let name = std::ffi::OsStr::new("services.toml");
+        let both = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path(PathBuf::from("/etc/ringway/.services.toml.tmp"))
+            .add_path(PathBuf::from("/etc/ringway/services.toml"));
+        assert_eq!(classify(&both, name), Some(Change::Replaced));
+        let away = Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
+            .add_path(PathBuf::from("/etc/ringway/services.toml"))
+            .add_path(PathBuf::from("/etc/ringway/services.toml.bak"));
+        assert_eq!(classify(&away, name), Some(Change::Changed));
     }
 }
