@@ -295,20 +295,23 @@ fn start_target(paths: &Paths, t: &Target) -> anyhow::Result<Vec<Server>> {
                 &format!("{}.services.toml", t.name),
                 &ringway_services(&services),
             )?;
-            start_ringway(paths, t.name, &file, mode, &[])?
+            start_ringway(paths, t.name, &file, mode, None)?
         }
     })
 }
 
 /// Starts a Ringway controlplane on `services` and a dataplane (2 workers, pinned as deployed, JSON log).
+/// The controlplane's HTTP API listens on `api` when given (figure 6), else it is off: targets run side by
+/// side, and its default port would be taken twice.
 pub fn start_ringway(
     paths: &Paths,
     name: &str,
     services: &Path,
     mode: &str,
-    extra_dataplane_args: &[&str],
+    api: Option<u16>,
 ) -> anyhow::Result<Vec<Server>> {
     let socket = paths.run.join(format!("{name}.sock"));
+    let api = api.map_or_else(String::new, |port| targets::local(port).to_string());
     let controlplane = Server::spawn(
         &format!("{name}-controlplane"),
         &paths.ringway("ringway-controlplane"),
@@ -317,8 +320,8 @@ pub fn start_ringway(
             &services.display().to_string(),
             "--socket",
             &socket.display().to_string(),
-            // Targets run side by side: no HTTP API (its default port would be taken twice), no API state.
-            "--api=",
+            &format!("--api={api}"),
+            // Overrides and switches of one run must not leak into the next.
             "--api-state-file=",
             "--log-format",
             "json",
@@ -326,7 +329,7 @@ pub fn start_ringway(
         paths.logs().join(format!("{name}-controlplane.log")),
         &[],
     )?;
-    let dataplane = start_dataplane(paths, name, &socket, mode, extra_dataplane_args)?;
+    let dataplane = start_dataplane(paths, name, &socket, mode, &[])?;
     Ok(vec![controlplane, dataplane])
 }
 

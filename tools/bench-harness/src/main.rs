@@ -267,12 +267,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let (changes, services, applies) = figure_sizes(cli.quick);
     procs::check_interrupted()?;
-    eprintln!("ringway-bench: figure 6, {changes} reconfigurations through the services file");
-    let reconfig = reconfig::run_file(&paths, changes)?;
-    eprintln!(
-        "  median {:.1} ms, p99 {:.1} ms, {} timeouts",
-        reconfig.median_ms, reconfig.p99_ms, reconfig.timeouts
-    );
+    let mut reconfigs = Vec::new();
+    for (through, run) in [
+        ("the services file", reconfig::run_file as fn(&_, _) -> _),
+        ("the HTTP API", reconfig::run_api),
+    ] {
+        procs::check_interrupted()?;
+        eprintln!("ringway-bench: figure 6, {changes} reconfigurations through {through}");
+        let r = run(&paths, changes)?;
+        eprintln!(
+            "  median {:.1} ms, p99 {:.1} ms, {} timeouts",
+            r.median_ms, r.p99_ms, r.timeouts
+        );
+        reconfigs.push(r);
+    }
     procs::check_interrupted()?;
     eprintln!(
         "ringway-bench: figure 7, {services} services / {} backends, {applies} applies",
@@ -297,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         machine,
         layout: report::LAYOUT,
         targets: selected.iter().map(|t| t.name.to_string()).collect(),
-        reconfig: vec![reconfig],
+        reconfig: reconfigs,
         scale: Some(scale),
         records,
     };

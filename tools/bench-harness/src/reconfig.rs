@@ -6,8 +6,10 @@
 //! first connection that reads the new name is the first routed by the new routes. A prober connects in a
 //! loop from the moment the change is issued.
 //!
-//! Sources are behind [`Source`]: today the static services file; the HTTP API and etcd implement the same
-//! trait when they exist (see `docs/benchmarks.md`).
+//! Sources are behind [`Source`]: the static services file (the backend is replaced in the file) and the
+//! controlplane's HTTP API (both backends are in the file; a blue/green switch moves the service to the
+//! other one). etcd's latency is measured by `tests/tests/discovery_latency.rs` (see `docs/discovery.md`):
+//! the harness installs no etcd.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,7 +24,7 @@ use serde::Serialize;
 
 use crate::fleet::{self, Paths};
 use crate::stats::percentile;
-use crate::targets::{RECONFIG_BACKENDS, RECONFIG_LISTEN, RINGWAY_MODES, local};
+use crate::targets::{RECONFIG_API, RECONFIG_BACKENDS, RECONFIG_LISTEN, RINGWAY_MODES, local};
 
 /// A change not visible after this long counts as a timeout (and is reported, not hidden).
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,6 +34,9 @@ const BETWEEN_CHANGES: Duration = Duration::from_millis(50);
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connect/read timeout of one probe connection.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consecutive probes answered by the first backend before the API measurement starts: with both backends
+/// in the catalog, one answer could come from the rotation rather than from the switch.
+const SETTLED_PROBES: usize = 20;
 
 /// A way of telling Ringway that the probed service's backend is now `port`.
 pub trait Source {
@@ -71,6 +76,57 @@ impl Source for FileSource {
         std::fs::write(&tmp, Self::text(port))?;
         let issued = Instant::now();
         std::fs::rename(&tmp, &self.path)?;
+        Ok(issued)
+    }
+}
+
+/// The controlplane's HTTP API: `POST /v1/services/<service>/switch` to the one backend (docs/api.md).
+pub struct ApiSource {
+    service: &'static str,
+}
+
+impl ApiSource {
+    fn text() -> String {
+        let backends: Vec<String> = RECONFIG_BACKENDS
+            .iter()
+            .map(|p| format!("{{ address = \"{}\" }}", local(*p)))
+            .collect();
+        format!(
+            "# Written by tools/bench: both backends; the API's switch picks one.\n\n[[service]]\nname = \"reconf\"\nlisten = \"{}\"\nbackends = [{}]\n",
+            local(RECONFIG_LISTEN),
+            backends.join(", ")
+        )
+    }
+}
+
+impl Source for ApiSource {
+    fn name(&self) -> &'static str {
+        "api"
+    }
+
+    fn switch_to(&mut self, port: u16) -> anyhow::Result<Instant> {
+        let body = format!("{{\"backends\":[\"{}\"]}}", local(port));
+        let request = format!(
+            "POST /v1/services/{}/switch HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.service,
+            local(RECONFIG_API),
+            body.len()
+        );
+        let issued = Instant::now();
+        let mut stream = TcpStream::connect_timeout(&local(RECONFIG_API), PROBE_TIMEOUT)
+            .context("connecting to the controlplane API")?;
+        stream.set_read_timeout(Some(CHANGE_TIMEOUT))?;
+        stream.write_all(request.as_bytes())?;
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .context("reading the API's answer")?;
+        if !answer.starts_with("HTTP/1.1 200") {
+            bail!(
+                "the API refused the switch: {}",
+                answer.lines().next().unwrap_or("")
+            );
+        }
         Ok(issued)
     }
 }
@@ -195,6 +251,45 @@ pub fn run_file(paths: &Paths, changes: usize) -> anyhow::Result<Reconfig> {
     let _b = NamedBackend::start(RECONFIG_BACKENDS[1], b'B')?;
     let file = paths.conf().join("reconfig.services.toml");
     let mut source = FileSource::new(&file, RECONFIG_BACKENDS[0])?;
-    let _ringway = fleet::start_ringway(paths, "ringway-reconfig", &file, RINGWAY_MODES[0], &[])?;
+    let _ringway = fleet::start_ringway(paths, "ringway-reconfig", &file, RINGWAY_MODES[0], None)?;
+    measure(&mut source, changes)
+}
+
+/// Starts the backends and a Ringway pair with its API, and measures switches through the API.
+pub fn run_api(paths: &Paths, changes: usize) -> anyhow::Result<Reconfig> {
+    let _a = NamedBackend::start(RECONFIG_BACKENDS[0], b'A')?;
+    let _b = NamedBackend::start(RECONFIG_BACKENDS[1], b'B')?;
+    let file = paths.conf().join("reconfig-api.services.toml");
+    std::fs::write(&file, ApiSource::text())?;
+    let _ringway = fleet::start_ringway(
+        paths,
+        "ringway-reconfig-api",
+        &file,
+        RINGWAY_MODES[0],
+        Some(RECONFIG_API),
+    )?;
+    let mut source = ApiSource { service: "reconf" };
+    let ready = Instant::now() + READY_TIMEOUT;
+    loop {
+        // The API answers once the controlplane runs; until then the switch fails.
+        if source.switch_to(RECONFIG_BACKENDS[0]).is_ok() {
+            break;
+        }
+        if Instant::now() > ready {
+            bail!("the controlplane API never accepted the first switch");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut settled = 0;
+    while settled < SETTLED_PROBES {
+        if Instant::now() > ready {
+            bail!("the first switch never took effect");
+        }
+        settled = if probe(RECONFIG_LISTEN).ok() == Some(b'A') {
+            settled + 1
+        } else {
+            0
+        };
+    }
     measure(&mut source, changes)
 }

@@ -14,6 +14,8 @@ pub const IDLE_BACKEND: u16 = BASE_PORT + 3;
 /// Figure 6: the Ringway listener and the two backends the changes alternate between.
 pub const RECONFIG_LISTEN: u16 = BASE_PORT + 200;
 pub const RECONFIG_BACKENDS: [u16; 2] = [BASE_PORT + 201, BASE_PORT + 202];
+/// Figure 6 through the HTTP API: the controlplane's API address.
+pub const RECONFIG_API: u16 = BASE_PORT + 203;
 /// Figure 7: the listener the error counter uses, its backend, and the first of the other listeners.
 pub const SCALE_PROBE_LISTEN: u16 = BASE_PORT + 300;
 pub const SCALE_PROBE_BACKEND: u16 = BASE_PORT + 301;
@@ -122,10 +124,16 @@ mod tests {
                 assert!(seen.insert(p), "port {p} used twice");
             }
         }
-        let fixed = [BULK_BACKEND, HTTP_BACKEND, IDLE_BACKEND, RECONFIG_LISTEN]
-            .into_iter()
-            .chain(RECONFIG_BACKENDS)
-            .chain([SCALE_PROBE_LISTEN, SCALE_PROBE_BACKEND]);
+        let fixed = [
+            BULK_BACKEND,
+            HTTP_BACKEND,
+            IDLE_BACKEND,
+            RECONFIG_LISTEN,
+            RECONFIG_API,
+        ]
+        .into_iter()
+        .chain(RECONFIG_BACKENDS)
+        .chain([SCALE_PROBE_LISTEN, SCALE_PROBE_BACKEND]);
         for p in fixed {
             assert!(seen.insert(p), "port {p} used twice");
         }
