@@ -6,7 +6,7 @@
 //! when the child dies first. Under systemd the child then reports its own pid (`MAINPID=`), so the unit
 //! follows it.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -70,10 +70,13 @@ pub fn run() -> anyhow::Result<()> {
     }
     let got = waiter.join().unwrap_or_default();
     if got.starts_with(READY_LINE) {
-        eprintln!(
-            "ringway-dataplane: new dataplane pid {} is serving",
+        // One write: the successor logs to the same output, and eprintln! may split a line into
+        // several writes that its lines could land between.
+        let line = format!(
+            "ringway-dataplane: new dataplane pid {} is serving\n",
             child.id()
         );
+        let _ = std::io::stderr().write_all(line.as_bytes());
         return Ok(());
     }
     match exit_within(&mut child, Duration::from_secs(1)) {
