@@ -75,6 +75,38 @@ pub struct ServiceTimeouts {
     pub queue_ms: Option<u32>,
 }
 
+#[cfg(test)]
+impl Service {
+    /// A TCP round-robin service with default timeouts and active instances of the default weight: the
+    /// fixture the unit tests vary.
+    pub(crate) fn for_test(
+        name: &str,
+        listen: SocketAddr,
+        maxconn: Option<u32>,
+        instances: impl IntoIterator<Item = SocketAddr>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            listen,
+            balance: Balance::RoundRobin,
+            maxconn,
+            max_connections: None,
+            timeouts: ServiceTimeouts::default(),
+            mode: ServiceMode::Tcp,
+            vhosts: Vec::new(),
+            instances: instances
+                .into_iter()
+                .map(|address| Instance {
+                    address,
+                    weight: ringway_shared::model::DEFAULT_WEIGHT,
+                    maxconn: None,
+                    state: BackendState::Active,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One backend instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {

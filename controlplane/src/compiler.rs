@@ -99,9 +99,8 @@ fn compile_cluster(service: &Service, settings: &CompileSettings) -> Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Instance, ServiceMode, ServiceTimeouts};
-    use ringway_shared::model::{DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_WEIGHT};
-    use ringway_shared::{BackendState, Balance};
+    use ringway_shared::model::DEFAULT_IDLE_TIMEOUT_MS;
+    use std::net::SocketAddr;
 
     fn nz(n: u32) -> NonZeroU32 {
         NonZeroU32::new(n).unwrap()
@@ -115,25 +114,14 @@ mod tests {
     }
 
     fn service(name: &str, port: u16, maxconn: Option<u32>, backends: &[u16]) -> Service {
-        Service {
-            name: name.into(),
-            listen: format!("127.0.0.1:{port}").parse().unwrap(),
-            balance: Balance::RoundRobin,
+        Service::for_test(
+            name,
+            SocketAddr::from(([127, 0, 0, 1], port)),
             maxconn,
-            max_connections: None,
-            timeouts: ServiceTimeouts::default(),
-            mode: ServiceMode::Tcp,
-            vhosts: Vec::new(),
-            instances: backends
+            backends
                 .iter()
-                .map(|p| Instance {
-                    address: format!("10.0.0.1:{p}").parse().unwrap(),
-                    weight: DEFAULT_WEIGHT,
-                    maxconn: None,
-                    state: BackendState::Active,
-                })
-                .collect(),
-        }
+                .map(|p| SocketAddr::from(([10, 0, 0, 1], *p))),
+        )
     }
 
     #[test]

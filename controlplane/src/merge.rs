@@ -154,8 +154,6 @@ fn unique_names(services: &mut [Service], notes: &mut Vec<MergeNote>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Instance, ServiceMode, ServiceTimeouts};
-    use ringway_shared::{BackendState, Balance};
 
     fn origin(rank: usize, name: &str) -> Origin {
         Origin {
@@ -165,25 +163,14 @@ mod tests {
     }
 
     fn service(name: &str, listen: u16, maxconn: Option<u32>, backends: &[u16]) -> Service {
-        Service {
-            name: name.into(),
-            listen: SocketAddr::from(([0, 0, 0, 0], listen)),
-            balance: Balance::RoundRobin,
+        Service::for_test(
+            name,
+            SocketAddr::from(([0, 0, 0, 0], listen)),
             maxconn,
-            max_connections: None,
-            timeouts: ServiceTimeouts::default(),
-            mode: ServiceMode::Tcp,
-            vhosts: Vec::new(),
-            instances: backends
+            backends
                 .iter()
-                .map(|p| Instance {
-                    address: SocketAddr::from(([10, 0, 0, 1], *p)),
-                    weight: 500,
-                    maxconn: None,
-                    state: BackendState::Active,
-                })
-                .collect(),
-        }
+                .map(|p| SocketAddr::from(([10, 0, 0, 1], *p))),
+        )
     }
 
     #[test]

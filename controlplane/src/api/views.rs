@@ -201,29 +201,18 @@ impl ServicesView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Instance, Service, ServiceTimeouts};
+    use crate::catalog::Service;
     use crate::overrides::{AdminState, Edit};
 
     fn service(backends: &[u16]) -> Service {
-        Service {
-            name: "web".into(),
-            listen: "127.0.0.1:80".parse().unwrap(),
-            balance: Balance::RoundRobin,
-            maxconn: None,
-            max_connections: None,
-            timeouts: ServiceTimeouts::default(),
-            mode: ServiceMode::Tcp,
-            vhosts: Vec::new(),
-            instances: backends
+        Service::for_test(
+            "web",
+            SocketAddr::from(([127, 0, 0, 1], 80)),
+            None,
+            backends
                 .iter()
-                .map(|p| Instance {
-                    address: SocketAddr::from(([127, 0, 0, 1], *p)),
-                    weight: 500,
-                    maxconn: None,
-                    state: BackendState::Active,
-                })
-                .collect(),
-        }
+                .map(|p| SocketAddr::from(([127, 0, 0, 1], *p))),
+        )
     }
 
     #[test]
