@@ -51,6 +51,21 @@ pub fn stats(admin: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).expect("/stats is JSON")
 }
 
+/// One backend of one service in a `/stats` document, if it is listed.
+pub fn find_backend<'a>(
+    stats: &'a serde_json::Value,
+    service: &str,
+    address: &str,
+) -> Option<&'a serde_json::Value> {
+    stats["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == service)?["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["address"] == address)
+}
+
 /// Connections accepted by all workers, from a `/stats` document.
 pub fn accepted_total(stats: &serde_json::Value) -> u64 {
     stats["workers"]

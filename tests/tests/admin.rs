@@ -9,7 +9,7 @@ use ringway_shared::{
     Backend, BackendState, Balance, Cluster, Listener, Protocol, Snapshot, Timeouts,
 };
 use ringway_tests::fake_controlplane::FakeControlplane;
-use ringway_tests::http::get;
+use ringway_tests::http::{find_backend, get};
 use ringway_tests::net::{connect, free_port, local};
 use ringway_tests::traffic::echo_round_trip;
 use ringway_tests::{
@@ -93,18 +93,7 @@ fn backend_stats<'a>(
     service: &str,
     address: &str,
 ) -> &'a serde_json::Value {
-    stats["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == service)
-        .and_then(|s| {
-            s["backends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|b| b["address"] == address)
-        })
+    find_backend(stats, service, address)
         .unwrap_or_else(|| panic!("no backend {address} in service {service}: {stats}"))
 }
 

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use ringway_tests::api::{version_of, wait_version};
-use ringway_tests::http::stats;
+use ringway_tests::http::{find_backend, stats};
 use ringway_tests::net::{connect, free_port, local};
 use ringway_tests::procs::Controlplane;
 use ringway_tests::traffic::echo_round_trip;
@@ -46,19 +46,7 @@ fn names(port: u16, n: usize) -> HashMap<String, usize> {
 fn backend_stats(h: &mut Harness, service: &str, port: u16) -> serde_json::Value {
     let admin = h.dataplane.admin_address();
     let stats = stats(admin);
-    let address = local(port).to_string();
-    stats["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == service)
-        .and_then(|s| {
-            s["backends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|b| b["address"] == address)
-        })
+    find_backend(&stats, service, &local(port).to_string())
         .cloned()
         .unwrap_or(serde_json::Value::Null)
 }

@@ -52,15 +52,7 @@ pub fn iperf3(
         streams.to_string(),
         "-J".into(),
     ];
-    let out = run_client(
-        program,
-        &args,
-        dir,
-        Duration::from_secs(secs.into()) + CLIENT_SLACK,
-    )?;
-    let mut load = parse_iperf3(&out.stdout)?;
-    fill(&mut load, &out);
-    Ok(load)
+    measure(program, &args, dir, secs, parse_iperf3)
 }
 
 /// `wrk -t1 -cCONNS -dSECSs --latency [-H 'Connection: close'] http://127.0.0.1:PORT/`.
@@ -82,13 +74,24 @@ pub fn wrk(
         args.extend(["-H".to_string(), "Connection: close".into()]);
     }
     args.push(format!("http://127.0.0.1:{port}/"));
+    measure(program, &args, dir, secs, parse_wrk)
+}
+
+/// Runs a load client for about `secs` seconds and reads its report with `parse`.
+fn measure(
+    program: &Path,
+    args: &[String],
+    dir: &Path,
+    secs: u32,
+    parse: fn(&str) -> anyhow::Result<Load>,
+) -> anyhow::Result<Load> {
     let out = run_client(
         program,
-        &args,
+        args,
         dir,
         Duration::from_secs(secs.into()) + CLIENT_SLACK,
     )?;
-    let mut load = parse_wrk(&out.stdout)?;
+    let mut load = parse(&out.stdout)?;
     fill(&mut load, &out);
     Ok(load)
 }
