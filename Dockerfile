@@ -1,14 +1,26 @@
-# syntax=docker/dockerfile:1
-#
 # Ringway in one image: the entrypoint is ringway-controlplane --spawn-dataplane, which serves route
 # snapshots and runs, restarts and drains a ringway-dataplane child (exit statuses: docs/operations.md).
 #
+# Two builds, one runtime image (BuildKit: the default from Docker 23, DOCKER_BUILDKIT=1 on 20.10):
 #   docker build -t ringway .
-#   docker run --net=host --ulimit memlock=-1 --security-opt seccomp=<profile allowing io_uring> \
-#       --stop-timeout 50 -v /etc/ringway/services.toml:/etc/ringway/services.toml:ro ringway
+#       compiles in the official Rust image (needs a registry for it and for debian:bookworm-slim)
+#   cargo build --release --bins -p ringway-controlplane -p ringway-dataplane
+#   docker build --build-arg BINARIES=prebuilt -t ringway .
+#       takes the host's target/release binaries (--build-arg PREBUILT_DIR=target/debug for a debug
+#       build); needs only debian:bookworm-slim, which can be made from Debian's packages
+# Both fetch one package (libcap2-bin) from the Debian mirror in the base image's apt sources.
 #
-# Why each run flag is needed, and the seccomp profile: docs/operations.md, "Run in a container".
+#   docker run -d --name ringway --net=host --ulimit memlock=-1 --cap-drop=ALL --cap-add=NET_BIND_SERVICE \
+#       --stop-timeout 50 -v /etc/ringway:/etc/ringway:ro -v ringway-state:/var/lib/ringway ringway
+#   Docker 25 and later also need --security-opt seccomp=<a profile allowing io_uring>.
+#
+# Why each flag, the seccomp profile, and the base image without a registry: docs/operations.md, "Run in a
+# container". There is no "# syntax=" line on purpose: it makes BuildKit pull its Dockerfile frontend from
+# Docker Hub, and the built-in frontend (Docker 20.10 and later) has everything used here.
 
+# Where the runtime image's binaries come from: "builder" (compiled below) or "prebuilt" (from the
+# build context, built on the host with the same or an older glibc than the runtime's Debian release).
+ARG BINARIES=builder
 # The toolchain Ringway is developed and tested with (the workspace's rust-version is the minimum).
 ARG RUST_VERSION=1.95
 # Builder and runtime on the same Debian release, so the binaries link against the glibc they run with.
@@ -32,6 +44,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bins -p ringway-controlplane -p ringway-dataplane \
     && install -D -m 0755 -t /out target/release/ringway-controlplane target/release/ringway-dataplane
 
+# The binaries built on the host. .dockerignore lets only these two files of target/release and
+# target/debug into the build context; BuildKit skips whichever of the two stages is not selected.
+FROM scratch AS prebuilt
+ARG PREBUILT_DIR=target/release
+COPY ${PREBUILT_DIR}/ringway-controlplane ${PREBUILT_DIR}/ringway-dataplane /out/
+
+FROM ${BINARIES} AS binaries
+
 FROM debian:${DEBIAN_RELEASE}-slim
 # A fixed uid/gid, so a state volume keeps its owner across image versions.
 ARG RINGWAY_UID=10001
@@ -41,7 +61,7 @@ RUN groupadd --system --gid "${RINGWAY_UID}" ringway \
     && install -d -o ringway -g ringway -m 0750 /run/ringway /var/lib/ringway \
     && install -d -m 0755 /etc/ringway
 
-COPY --from=builder /out/ringway-controlplane /out/ringway-dataplane /usr/local/bin/
+COPY --from=binaries /out/ringway-controlplane /out/ringway-dataplane /usr/local/bin/
 # The dataplane runs as ringway but may listen on ports below 1024: with --net=host the host's
 # net.ipv4.ip_unprivileged_port_start applies, and Docker gives a non-root user no effective
 # capabilities, so the binary carries cap_net_bind_service as a file capability (libcap2-bin is only

@@ -1,6 +1,7 @@
 //! Support for Ringway's end-to-end tests: the real binaries as child processes, real TCP backends on
 //! loopback, a scripted controlplane for what the real one never sends (invalid snapshots), a real etcd,
-//! and doubles of the discovery sources that cannot run here (Marathon, Consul).
+//! doubles of the discovery sources that cannot run here (Marathon, Consul), and a private Docker engine
+//! for the container image.
 //!
 //! Every wait is bounded; every process is killed when its handle drops, so a failing test leaves
 //! nothing running.
@@ -8,6 +9,7 @@
 pub mod api;
 pub mod backends;
 pub mod discovery;
+pub mod docker;
 pub mod doubles;
 pub mod etcd;
 pub mod fake_controlplane;

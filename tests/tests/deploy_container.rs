@@ -1,5 +1,7 @@
-//! What ships for containers: the Dockerfile and `.dockerignore` (no Docker engine here: parsed and checked
-//! against the tree), and the image's health check script (run against a real dataplane).
+//! What ships for containers: the Dockerfile and `.dockerignore` (parsed and checked against the tree, for
+//! both builds: the one in the Rust image a user with a registry runs, which no test can run here, and the
+//! prebuilt one, which deploy_docker.rs also builds and runs), and the image's health check script (run
+//! against a real dataplane).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -123,7 +125,11 @@ fn the_dockerfile_builds_both_binaries_into_a_slim_non_root_image() {
             .collect()
     };
     let from = all("FROM");
-    assert_eq!(from.len(), 2, "multi-stage: builder and runtime: {from:?}");
+    assert_eq!(
+        from.len(),
+        4,
+        "builder, prebuilt, the stage selecting one of them, runtime: {from:?}"
+    );
     // Builder: the official rust image, at least the workspace's rust-version, on the runtime's release.
     let (image, stage) = from[0].split_once(" AS ").expect("a named builder stage");
     assert_eq!(stage.trim(), "builder");
@@ -146,7 +152,18 @@ fn the_dockerfile_builds_both_binaries_into_a_slim_non_root_image() {
         "rust:{tag} is older than rust-version {minimum}"
     );
     assert!(tag.ends_with("bookworm"), "builder on bookworm: {tag}");
-    assert_eq!(from[1], "debian:bookworm-slim");
+    // The binaries come from the builder unless the build says BINARIES=prebuilt: the host's, copied
+    // from the build context into an otherwise empty stage.
+    assert_eq!(from[1], "scratch AS prebuilt");
+    assert_eq!(from[2], "builder AS binaries", "the default is the builder");
+    assert_eq!(from[3], "debian:bookworm-slim");
+    let copies = all("COPY");
+    assert!(
+        copies.contains(
+            &"target/release/ringway-controlplane target/release/ringway-dataplane /out/".into()
+        ),
+        "the prebuilt stage takes target/release's binaries by default: {copies:?}"
+    );
     // The build and what the runtime stage takes from it.
     let run = all("RUN").join("\n");
     assert!(run.contains("cargo build --release"), "{run}");
@@ -157,16 +174,13 @@ fn the_dockerfile_builds_both_binaries_into_a_slim_non_root_image() {
             "{package} is copied out of the cached target directory"
         );
     }
-    let copies = all("COPY");
-    let from_builder: Vec<&String> = copies
-        .iter()
-        .filter(|c| c.starts_with("--from=builder"))
-        .collect();
-    assert_eq!(from_builder.len(), 1);
+    let into_runtime: Vec<&String> = copies.iter().filter(|c| c.starts_with("--from=")).collect();
+    assert_eq!(into_runtime.len(), 1);
     assert!(
-        from_builder[0].contains("/out/ringway-controlplane")
-            && from_builder[0].contains("/out/ringway-dataplane"),
-        "{from_builder:?}"
+        into_runtime[0].starts_with("--from=binaries ")
+            && into_runtime[0].contains("/out/ringway-controlplane")
+            && into_runtime[0].contains("/out/ringway-dataplane"),
+        "{into_runtime:?}"
     );
     // Runtime: non-root, the supervisor as entrypoint, SIGTERM, sane defaults.
     let user = all("USER");
@@ -223,6 +237,7 @@ fn every_copied_path_exists_and_reaches_the_build_context() {
         if keyword != "COPY" || arguments.starts_with("--from=") {
             continue;
         }
+        let arguments = substitute_args(&instructions, arguments);
         let parts: Vec<&str> = arguments
             .split_whitespace()
             .filter(|p| !p.starts_with("--"))
@@ -230,9 +245,19 @@ fn every_copied_path_exists_and_reaches_the_build_context() {
         assert!(parts.len() >= 2, "COPY {arguments}");
         sources.extend(parts[..parts.len() - 1].iter().map(|s| s.to_string()));
     }
-    assert!(sources.len() >= 6, "{sources:?}");
+    assert!(sources.len() >= 8, "{sources:?}");
     for source in &sources {
-        assert!(repo().join(source).exists(), "COPY {source}: no such path");
+        // The prebuilt binaries exist once built (target/release by default, target/debug for the
+        // tests); they must reach the context either way.
+        if let Some(binary) = source.strip_prefix("target/release/") {
+            let debug = format!("target/debug/{binary}");
+            assert!(
+                !docker_excludes(&debug),
+                "{debug}: excluded by .dockerignore"
+            );
+        } else {
+            assert!(repo().join(source).exists(), "COPY {source}: no such path");
+        }
         assert!(
             !docker_excludes(source),
             "COPY {source}: excluded by .dockerignore"
@@ -259,7 +284,10 @@ fn every_copied_path_exists_and_reaches_the_build_context() {
     }
     for bulky in [
         "target",
-        "target/debug/ringway-dataplane",
+        "target/debug/deps/libringway_shared.rlib",
+        "target/debug/ringway-demo-backend",
+        "target/release/build",
+        "target/container-cache/debian.tar",
         ".git",
         "tools/demo",
         "docs/operations.md",
