@@ -35,31 +35,12 @@
 #![deny(unsafe_code)]
 
 pub mod api;
-pub mod catalog;
-pub mod cli;
-pub mod compiler;
-pub mod config;
-pub mod consul;
-pub mod discovery;
-pub mod etcd_v3;
-pub mod file_watch;
-pub mod intake;
-pub mod labels;
-pub mod logging;
-pub mod marathon;
-pub mod merge;
-pub mod overrides;
-pub mod peer_auth;
-pub mod publisher;
-pub mod readiness;
-pub mod registrator;
-pub mod registry;
-pub mod services_file;
-pub mod session;
-pub mod snapshot_server;
-pub mod source;
+pub mod model;
+pub mod pipeline;
+pub mod serve;
+pub mod sources;
+pub mod startup;
 pub mod supervisor;
-pub mod versions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,21 +50,22 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::info;
 
-pub use config::Config;
+pub use startup::config::Config;
 
 use api::state::{API_SOURCE, ApiState};
 use api::{ApiContext, ApiServer};
-use catalog::catalog_channel;
-use compiler::compile;
-use consul::Consul;
-use etcd_v3::EtcdV3;
-use file_watch::FileWatch;
-use marathon::Marathon;
-use publisher::Publisher;
-use registrator::Registrator;
-use registry::DataplaneRegistry;
-use snapshot_server::SnapshotServer;
-use source::{SourceId, SourceRegistry};
+use model::catalog::{self, catalog_channel};
+use pipeline::compiler::compile;
+use pipeline::publisher::Publisher;
+use serve::registry::DataplaneRegistry;
+use serve::snapshot_server::SnapshotServer;
+use sources::consul::Consul;
+use sources::etcd_v3::EtcdV3;
+use sources::file::FileWatch;
+use sources::handle::{SourceId, SourceRegistry};
+use sources::marathon::Marathon;
+use sources::registrator::Registrator;
+use startup::readiness;
 
 /// Runs the controlplane until SIGTERM or SIGINT, then removes the socket and returns `Ok`.
 pub async fn run(config: Config) -> anyhow::Result<()> {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{DEADLINE, runtime, services_toml, settings, web_weight};
-use ringway_controlplane::catalog::catalog_channel;
-use ringway_controlplane::file_watch::FileWatch;
-use ringway_controlplane::publisher::{Coalescing, Publisher, SnapshotWatch};
-use ringway_controlplane::source::{SourceRegistry, SourceState, SourceStatus};
+use ringway_controlplane::model::catalog::catalog_channel;
+use ringway_controlplane::pipeline::publisher::{Coalescing, Publisher, SnapshotWatch};
+use ringway_controlplane::sources::file::FileWatch;
+use ringway_controlplane::sources::handle::{SourceRegistry, SourceState, SourceStatus};
 use tokio::sync::{Notify, watch};
 
 /// A file watch feeding a publisher, as `run` wires them.

@@ -18,11 +18,11 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::dfp::{self, Registration};
-use crate::catalog::Catalog;
-use crate::intake::{Applied, ApplyError, Input, submit};
-use crate::overrides::{Edit, Overrides};
-use crate::publisher::Publisher;
-use crate::source::{SourceHandle, SourceId};
+use crate::model::catalog::Catalog;
+use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
+use crate::pipeline::overrides::{Edit, Overrides};
+use crate::pipeline::publisher::Publisher;
+use crate::sources::handle::{SourceHandle, SourceId};
 
 /// The API source's name in `/v1/sources` and in merge notes.
 pub const API_SOURCE: &str = "api";
@@ -309,7 +309,7 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overrides::{AdminState, BackendOverride};
+    use crate::pipeline::overrides::{AdminState, BackendOverride};
     use std::net::SocketAddr;
 
     #[test]
@@ -358,13 +358,13 @@ mod tests {
     #[tokio::test]
     async fn a_change_that_does_not_compile_leaves_nothing_behind() {
         use crate::api::dfp::Destination;
-        use crate::catalog::{ServiceMode, catalog_channel};
-        use crate::intake::Coalescing;
-        use crate::source::SourceRegistry;
+        use crate::model::catalog::{ServiceMode, catalog_channel};
+        use crate::pipeline::intake::Coalescing;
+        use crate::sources::handle::SourceRegistry;
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("api-state.json");
-        let publisher = Arc::new(crate::publisher::tests::publisher());
+        let publisher = Arc::new(crate::pipeline::publisher::tests::publisher());
         let (sink, updates) = catalog_channel();
         let handle = SourceRegistry::new().handle(SourceId::new(API_SOURCE), sink);
         let state = ApiState::start(

@@ -1,0 +1,3 @@
+//! The model: what should be load balanced, as plain data every stage shares.
+
+pub mod catalog;

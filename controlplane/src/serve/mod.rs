@@ -1,0 +1,6 @@
+//! Serving snapshots.
+
+pub mod peer_auth;
+pub mod registry;
+pub mod session;
+pub mod snapshot_server;
