@@ -35,6 +35,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod clock;
 pub mod model;
 pub mod pipeline;
 pub mod serve;
@@ -54,15 +55,16 @@ pub use startup::config::Config;
 
 use api::state::{API_SOURCE, ApiState};
 use api::{ApiContext, ApiServer};
-use model::catalog::{self, catalog_channel};
+use model::SourceId;
 use pipeline::compiler::compile;
+use pipeline::intake::{self, CatalogSender, catalog_channel};
 use pipeline::publisher::Publisher;
 use serve::registry::DataplaneRegistry;
 use serve::snapshot_server::SnapshotServer;
+use sources::SourceRegistry;
 use sources::consul::Consul;
 use sources::etcd_v3::EtcdV3;
 use sources::file::FileWatch;
-use sources::handle::{SourceId, SourceRegistry};
 use sources::marathon::Marathon;
 use sources::registrator::Registrator;
 use startup::readiness;
@@ -153,7 +155,12 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
         .into_iter()
         .filter(|id| id.0 != API_SOURCE)
         .collect();
-    tasks.spawn(Arc::clone(&publisher).consume(updates, expected, config.coalescing));
+    tasks.spawn(intake::run(
+        Arc::clone(&publisher),
+        updates,
+        expected,
+        config.coalescing,
+    ));
 
     let server = SnapshotServer::bind(
         config.server_options(),
@@ -187,7 +194,7 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
 fn spawn_discovery(
     config: &Config,
     sources: &SourceRegistry,
-    sink: &catalog::CatalogSender,
+    sink: &CatalogSender,
     tasks: &mut JoinSet<()>,
 ) {
     let options = config.discovery.clone();

@@ -18,11 +18,12 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::dfp::{self, Registration};
-use crate::model::catalog::Catalog;
+use crate::model::Catalog;
+use crate::model::SourceId;
 use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
 use crate::pipeline::overrides::{Edit, Overrides};
 use crate::pipeline::publisher::Publisher;
-use crate::sources::handle::{SourceHandle, SourceId};
+use crate::sources::SourceHandle;
 
 /// The API source's name in `/v1/sources` and in merge notes.
 pub const API_SOURCE: &str = "api";
@@ -358,8 +359,9 @@ mod tests {
     #[tokio::test]
     async fn a_change_that_does_not_compile_leaves_nothing_behind() {
         use crate::api::dfp::Destination;
-        use crate::model::catalog::{ServiceMode, catalog_channel};
-        use crate::pipeline::intake::Coalescing;
+        use crate::model::ServiceMode;
+        use crate::pipeline::intake::catalog_channel;
+        use crate::pipeline::intake::{self, Coalescing};
         use crate::sources::handle::SourceRegistry;
 
         let dir = tempfile::tempdir().unwrap();
@@ -375,7 +377,12 @@ mod tests {
         )
         .await
         .unwrap();
-        tokio::spawn(Arc::clone(&publisher).consume(updates, Vec::new(), Coalescing::default()));
+        tokio::spawn(intake::run(
+            Arc::clone(&publisher),
+            updates,
+            Vec::new(),
+            Coalescing::default(),
+        ));
         let registration = |backend_port| Registration {
             service_name: "svc".into(),
             destinations: vec![Destination {

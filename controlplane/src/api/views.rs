@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use ringway_shared::{BackendState, Balance};
 use serde::Serialize;
 
-use crate::model::catalog::{Catalog, ServiceMode};
+use crate::model::SourceId;
+use crate::model::{Catalog, ServiceMode};
 use crate::pipeline::overrides::BackendOverride;
 use crate::pipeline::publisher::{Inputs, Published};
 use crate::serve::registry::DataplaneInfo;
-use crate::sources::handle::{SourceId, SourceView};
+use crate::sources::SourceView;
 
 /// `GET /v1/sources`.
 #[derive(Debug, Serialize)]
@@ -201,7 +202,7 @@ impl ServicesView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::catalog::Service;
+    use crate::model::Service;
     use crate::pipeline::overrides::{AdminState, Edit};
 
     fn service(backends: &[u16]) -> Service {

@@ -2,10 +2,10 @@
 //!
 //! Every discovery source (the static services file, Marathon, registrator's etcd tree, an etcd v3 prefix,
 //! Consul) turns what it knows into a [`Catalog`] and hands the *whole* catalog over, through its
-//! [`SourceHandle`](crate::sources::handle::SourceHandle), as a [`CatalogUpdate`]. Keeping
-//! this seam free of routing details means a source only knows its own format, and the
-//! [`compiler`](crate::pipeline::compiler) is the one place that knows the snapshot model, the group size and the
-//! defaults.
+//! [`SourceHandle`](crate::sources::SourceHandle), into the [intake](crate::pipeline::intake). Keeping this
+//! seam free of routing details means a source only knows its own format, and the
+//! [`compiler`](crate::pipeline::compiler) is the one place that knows the snapshot model, the group size
+//! and the defaults.
 //!
 //! A catalog is what a source said, already validated by that source: values are in range and addresses
 //! parse. Defaults that are operator policy (the service-wide connection limit, timeouts) stay `None` here so
@@ -15,11 +15,6 @@ use std::net::SocketAddr;
 
 use ringway_shared::{BackendState, Balance};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-
-pub use crate::sources::handle::SourceId;
-
-use crate::pipeline::intake::Input;
 
 /// Everything one source currently knows: its full view, never a delta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,25 +112,4 @@ pub struct Instance {
     /// a canary app merged into a service keeps the limit its labels give it. Never `Some(0)`.
     pub maxconn: Option<u32>,
     pub state: BackendState,
-}
-
-/// A source's new full view. Sources send these on a [`CatalogSender`]; the receiving end coalesces bursts
-/// (latest wins) and publishes (see [`Publisher::consume`](crate::pipeline::publisher::Publisher::consume)).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CatalogUpdate {
-    pub source: SourceId,
-    pub catalog: Catalog,
-}
-
-/// The seam every source (and the API's override edits) writes to.
-pub type CatalogSender = mpsc::Sender<Input>;
-/// The seam the publisher reads from.
-pub type CatalogReceiver = mpsc::Receiver<Input>;
-
-/// Room for a burst of updates; a source that outruns the publisher waits, which is the back-pressure we want.
-pub const CATALOG_CHANNEL_CAPACITY: usize = 16;
-
-/// The channel between the sources and the publisher.
-pub fn catalog_channel() -> (CatalogSender, CatalogReceiver) {
-    mpsc::channel(CATALOG_CHANNEL_CAPACITY)
 }

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 
 use ringway_shared::{Backend, Cluster, Listener, ModelError, Protocol, Snapshot, Timeouts};
 
-use crate::model::catalog::{Catalog, Service};
+use crate::model::{Catalog, Service};
 
 /// Version given to a freshly compiled snapshot; the [`Publisher`](crate::pipeline::publisher::Publisher) assigns the
 /// real one only if the content changed (the hash does not cover the version).

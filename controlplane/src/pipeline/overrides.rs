@@ -28,7 +28,7 @@ use ringway_shared::BackendState;
 use ringway_shared::model::{WEIGHT_MAX, WEIGHT_MIN};
 use serde::{Deserialize, Serialize};
 
-use crate::model::catalog::{Catalog, Service};
+use crate::model::{Catalog, Service};
 
 /// The administrative states an operator can set (HAProxy's `set server … state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,7 +333,7 @@ fn has_instance(service: &Service, backend: SocketAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::catalog::{Instance, ServiceMode, ServiceTimeouts};
+    use crate::model::{Instance, ServiceMode, ServiceTimeouts};
     use ringway_shared::Balance;
 
     fn addr(port: u16) -> SocketAddr {

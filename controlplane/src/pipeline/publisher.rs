@@ -11,7 +11,7 @@
 //! whose clock ran ahead); without it, that dataplane would ignore us until our versions caught up.
 //!
 //! The publisher also holds its [`Inputs`]: the latest catalog of every source and the operator's
-//! overrides. [`Publisher::consume`] (in [`crate::pipeline::intake`]) keeps them current; the API reads them to show
+//! overrides. The intake ([`crate::pipeline::intake::run`]) keeps them current; the API reads them to show
 //! what was merged and overridden.
 
 use std::collections::BTreeMap;
@@ -22,16 +22,12 @@ use ringway_shared::wire::{WireError, encode_snapshot_frame};
 use tokio::sync::watch;
 use tracing::{debug, error, info};
 
-use crate::model::catalog::Catalog;
+use crate::model::merge::Merged;
+use crate::model::{Catalog, SourceId};
 use crate::pipeline::compiler::{CompileError, CompileSettings, compile};
-use crate::pipeline::merge::{Merged, Origin, merge_catalogs};
+use crate::pipeline::merge::merge_sources;
 use crate::pipeline::overrides::{Edit, OverrideError, Overrides};
 use crate::pipeline::versions::VersionClock;
-use crate::sources::handle::SourceId;
-
-pub use crate::pipeline::intake::{
-    COALESCE_MAX_WINDOWS, Coalescing, DEFAULT_COALESCE, DEFAULT_INITIAL_SYNC,
-};
 
 /// A snapshot together with its encoded frame, shared by every session.
 #[derive(Debug)]
@@ -102,15 +98,7 @@ pub struct Inputs {
 impl Inputs {
     /// Every source's catalog merged (before overrides).
     pub fn merged(&self) -> Merged {
-        merge_catalogs(self.latest.iter().map(|(id, catalog)| {
-            (
-                Origin {
-                    rank: id.rank(),
-                    name: id.0.clone(),
-                },
-                catalog,
-            )
-        }))
+        merge_sources(&self.latest)
     }
 }
 
@@ -144,11 +132,13 @@ impl Publisher {
         self.inputs().latest.insert(source, catalog);
     }
 
-    pub(crate) fn has_any_source(&self) -> bool {
+    /// Whether any source has sent a catalog yet.
+    pub fn has_any_source(&self) -> bool {
         !self.inputs().latest.is_empty()
     }
 
-    pub(crate) fn missing_sources<'a>(&self, expected: &'a [SourceId]) -> Vec<&'a SourceId> {
+    /// The sources in `expected` that have not sent a catalog yet.
+    pub fn missing_sources<'a>(&self, expected: &'a [SourceId]) -> Vec<&'a SourceId> {
         let inputs = self.inputs();
         expected
             .iter()
@@ -157,7 +147,7 @@ impl Publisher {
     }
 
     /// Applies an override edit, checked against the merged catalog; publishing is the caller's next step.
-    pub(crate) fn apply_edit(&self, edit: &Edit) -> Result<bool, OverrideError> {
+    pub fn apply_edit(&self, edit: &Edit) -> Result<bool, OverrideError> {
         let mut inputs = self.inputs();
         let merged = inputs.merged().catalog;
         inputs.overrides.edit(edit, &merged)
@@ -257,7 +247,7 @@ impl Publisher {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::catalog::{Instance, Service, ServiceMode, ServiceTimeouts};
+    use crate::model::{Instance, Service, ServiceMode, ServiceTimeouts};
     use ringway_shared::wire::decode_frame;
     use ringway_shared::{BackendState, Balance};
     use std::num::NonZeroU32;

@@ -6,7 +6,7 @@
 //! out before (unless the clock went back), and a floor raised by what dataplanes report in their `Hello`
 //! covers the clock-went-back case.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use crate::clock::unix_micros;
 
 /// Hands out strictly increasing versions.
 #[derive(Debug, Clone, Default)]
@@ -36,13 +36,6 @@ impl VersionClock {
     pub fn observe(&mut self, version: u64) {
         self.floor = self.floor.max(version);
     }
-}
-
-/// Microseconds since the Unix epoch; 0 if the clock is before it (the floor still keeps versions increasing).
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ringway_shared::Balance;
 use tracing::{debug, warn};
 
-use crate::model::catalog::{Instance, Service};
+use crate::model::{Instance, Service};
 use crate::sources::labels::PortSettings;
 
 /// Default `--listen-address`: discovered services listen on every interface, as proxymatic's did.

@@ -25,54 +25,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::model::catalog::{Catalog, CatalogSender, CatalogUpdate};
-use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
-use crate::pipeline::versions::unix_micros;
-
-/// Names a source (`file:/etc/ringway/services.toml`, `marathon`, `registrator`, `etcd-v3`, `consul`).
-///
-/// The kind before the first `:` also gives the source's rank when two sources describe the same service
-/// port: see [`SourceId::rank`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct SourceId(pub String);
-
-/// Kinds in merge order: when services of several sources share a listen address, the settings (balance,
-/// limits, timeouts) come from the earliest kind here. The static file is what an operator wrote by hand,
-/// so it wins; Marathon over registrator is proxymatic's order. The API (docker-flow-proxy's calls, made by
-/// automation such as its swarm listener) comes last.
-pub const SOURCE_KINDS: [&str; 6] = [
-    "file",
-    "marathon",
-    "consul",
-    "etcd-v3",
-    "registrator",
-    "api",
-];
-
-impl SourceId {
-    pub fn new(name: impl Into<String>) -> Self {
-        Self(name.into())
-    }
-
-    /// The kind: the part before the first `:`.
-    pub fn kind(&self) -> &str {
-        self.0.split(':').next().unwrap_or_default()
-    }
-
-    /// Position of the kind in [`SOURCE_KINDS`]; unknown kinds come last.
-    pub fn rank(&self) -> usize {
-        SOURCE_KINDS
-            .iter()
-            .position(|k| *k == self.kind())
-            .unwrap_or(SOURCE_KINDS.len())
-    }
-}
-
-impl fmt::Display for SourceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+use crate::clock::unix_micros;
+use crate::model::{Catalog, SourceId};
+use crate::pipeline::intake::{Applied, ApplyError, CatalogSender, CatalogUpdate, Input, submit};
 
 /// Where a source stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -296,7 +251,7 @@ impl SourceHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::catalog::catalog_channel;
+    use crate::pipeline::intake::catalog_channel;
 
     #[test]
     fn the_state_machine_distinguishes_stale_from_failing() {
@@ -321,14 +276,6 @@ mod tests {
         assert_eq!(s.last_error_unix_us, Some(4));
         s.record_success(5);
         assert_eq!(s.state, SourceState::Ok);
-    }
-
-    #[test]
-    fn ranks_follow_the_kind() {
-        assert_eq!(SourceId::new("file:/x:y").kind(), "file");
-        assert!(SourceId::new("file:/x").rank() < SourceId::new("marathon").rank());
-        assert!(SourceId::new("marathon").rank() < SourceId::new("registrator").rank());
-        assert_eq!(SourceId::new("other").rank(), SOURCE_KINDS.len());
     }
 
     #[tokio::test]

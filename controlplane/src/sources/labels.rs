@@ -31,7 +31,7 @@ use std::fmt;
 
 use ringway_shared::model::{DEFAULT_WEIGHT, WEIGHT_MAX, WEIGHT_MIN};
 
-use crate::model::catalog::{ServiceMode, ServiceTimeouts};
+use crate::model::{ServiceMode, ServiceTimeouts};
 
 /// Labels as key → value; sources turn numbers (Marathon allows `"…timeout.client": 100`) into strings.
 pub type Labels = BTreeMap<String, String>;

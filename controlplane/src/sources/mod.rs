@@ -8,3 +8,5 @@ pub mod handle;
 pub mod labels;
 pub mod marathon;
 pub mod registrator;
+
+pub use handle::{SourceHandle, SourceRegistry, SourceState, SourceStatus, SourceView};

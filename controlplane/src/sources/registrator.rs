@@ -22,12 +22,12 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::model::catalog::{Catalog, Instance};
-use crate::pipeline::merge::{Origin, merge};
+use crate::model::merge::{Origin, merge};
+use crate::model::{Catalog, Instance};
+use crate::sources::SourceHandle;
 use crate::sources::discovery::{
     Backoff, DiscoveryOptions, discovered_service, http_client, resolve_hosts, split_port_suffix,
 };
-use crate::sources::handle::SourceHandle;
 use crate::sources::labels::{Labels, port_settings};
 
 /// The URL scheme registrator uses for etcd.

@@ -11,7 +11,7 @@ use clap::{ArgAction, Parser};
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::api::DEFAULT_API;
-use crate::pipeline::publisher::Coalescing;
+use crate::pipeline::intake::Coalescing;
 use crate::sources::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
 use crate::sources::etcd_v3::DEFAULT_PREFIX;
 use crate::sources::file::DEFAULT_POLL_INTERVAL;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::pipeline::compiler::CompileSettings;
-use crate::pipeline::publisher::Coalescing;
+use crate::pipeline::intake::Coalescing;
 use crate::serve::snapshot_server::ServerOptions;
 use crate::sources::discovery::DiscoveryOptions;
 use crate::sources::etcd_v3::DEFAULT_PREFIX;

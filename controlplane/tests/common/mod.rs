@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_controlplane::model::catalog::{
-    Catalog, Instance, Service, ServiceMode, ServiceTimeouts,
-};
+use ringway_controlplane::model::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
 use ringway_controlplane::pipeline::compiler::CompileSettings;
 use ringway_controlplane::pipeline::publisher::{PublishOutcome, Publisher};
 use ringway_controlplane::serve::registry::DataplaneRegistry;

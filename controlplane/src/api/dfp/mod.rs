@@ -24,7 +24,7 @@ use ringway_shared::Balance;
 use ringway_shared::model::DEFAULT_WEIGHT;
 use serde::{Deserialize, Serialize};
 
-use crate::model::catalog::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
+use crate::model::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
 use crate::sources::discovery::RESOLVE_TIMEOUT;
 
 /// docker-flow-proxy reads destinations `.1` to `.10`.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use ringway_shared::{BackendState, Snapshot};
 
 use super::*;
-use crate::model::catalog::{Catalog, catalog_channel};
+use crate::model::Catalog;
+use crate::pipeline::intake::catalog_channel;
 use crate::pipeline::overrides::{AdminState, BackendOverride};
 use crate::pipeline::publisher::tests::{catalog, publisher};
 
@@ -31,7 +32,7 @@ async fn sources_merge_bursts_coalesce_and_a_silent_source_keeps_its_catalog() {
     let p = Arc::new(publisher());
     let (tx, rx) = catalog_channel();
     let expected = vec![SourceId::new("consul"), SourceId::new("marathon")];
-    let task = tokio::spawn(Arc::clone(&p).consume(rx, expected, Coalescing::default()));
+    let task = tokio::spawn(run(Arc::clone(&p), rx, expected, Coalescing::default()));
 
     // One source alone does not publish while the other may still answer.
     tx.send(update("marathon", on_port(catalog(1), "m", 1001)))
@@ -80,7 +81,7 @@ async fn after_the_initial_sync_timeout_what_answered_is_published() {
     let (tx, rx) = catalog_channel();
     let expected = vec![SourceId::new("consul"), SourceId::new("marathon")];
     let coalescing = Coalescing::new(Duration::from_millis(5), Duration::from_secs(3));
-    tokio::spawn(Arc::clone(&p).consume(rx, expected, coalescing));
+    tokio::spawn(run(Arc::clone(&p), rx, expected, coalescing));
     tx.send(update("marathon", catalog(1))).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(p.current().is_none());
@@ -97,7 +98,7 @@ async fn api_changes_are_answered_with_the_snapshot_that_carries_them() {
     let p = Arc::new(publisher());
     let (tx, rx) = catalog_channel();
     let expected = vec![SourceId::new("file"), SourceId::new("api")];
-    tokio::spawn(Arc::clone(&p).consume(rx, expected, Coalescing::default()));
+    tokio::spawn(run(Arc::clone(&p), rx, expected, Coalescing::default()));
     tx.send(update("file", catalog(1))).await.unwrap();
 
     // The API's own catalog waits for the first snapshot, then learns its version.

@@ -27,12 +27,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::model::catalog::{Catalog, Instance};
-use crate::pipeline::merge::{Origin, merge};
+use crate::model::merge::{Origin, merge};
+use crate::model::{Catalog, Instance};
+use crate::sources::SourceHandle;
 use crate::sources::discovery::{
     Backoff, DiscoveryOptions, discovered_service, http_client, resolve_hosts, split_port_suffix,
 };
-use crate::sources::handle::SourceHandle;
 use crate::sources::labels::{
     Labels, PortRef, from_tags, group_accepts, log_problems, port_settings,
 };

@@ -1,6 +1,7 @@
 use super::*;
-use crate::model::catalog::catalog_channel;
-use crate::sources::handle::{SourceId, SourceRegistry};
+use crate::model::SourceId;
+use crate::pipeline::intake::catalog_channel;
+use crate::sources::SourceRegistry;
 
 const HEALTH: &str = include_str!("../../../../tests/fixtures/consul/health_service_redis.json");
 const SERVICES: &str = include_str!("../../../../tests/fixtures/consul/catalog_services.json");

@@ -33,12 +33,12 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::model::catalog::{Catalog, Instance};
-use crate::pipeline::merge::{Origin, merge};
+use crate::model::merge::{Origin, merge};
+use crate::model::{Catalog, Instance};
+use crate::sources::SourceHandle;
 use crate::sources::discovery::{
     Backoff, DiscoveryOptions, discovered_service, http_client, resolve_hosts, split_port_suffix,
 };
-use crate::sources::handle::SourceHandle;
 use crate::sources::labels::{Labels, PortRef, group_accepts, log_problems, port_settings};
 
 /// Default `--etcd-prefix`.

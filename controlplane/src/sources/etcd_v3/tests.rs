@@ -1,6 +1,7 @@
 use super::*;
-use crate::model::catalog::catalog_channel;
-use crate::sources::handle::{SourceId, SourceRegistry};
+use crate::model::SourceId;
+use crate::pipeline::intake::catalog_channel;
+use crate::sources::SourceRegistry;
 
 const RANGE: &str = include_str!("../../../../tests/fixtures/etcd/v3_range.json");
 const WATCH: &str = include_str!("../../../../tests/fixtures/etcd/v3_watch.jsonl");

@@ -26,9 +26,10 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior, interval_at};
 use tracing::{error, info, warn};
 
-use crate::model::catalog::Catalog;
+use crate::model::Catalog;
+use crate::model::SourceId;
+use crate::sources::SourceHandle;
 use crate::sources::discovery::DEFAULT_REFRESH_INTERVAL;
-use crate::sources::handle::{SourceHandle, SourceId};
 use services_file::ServicesFileError;
 
 /// Quiet time after the last change event before the file is read, so one save is read once.

@@ -21,9 +21,9 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 use tracing::{debug, info, warn};
 
-use crate::model::catalog::Catalog;
+use crate::model::Catalog;
+use crate::sources::SourceHandle;
 use crate::sources::discovery::{Backoff, DiscoveryOptions, http_client, resolve_hosts};
-use crate::sources::handle::SourceHandle;
 use sse::SseParser;
 
 /// How long one `/v2/apps` read may take.

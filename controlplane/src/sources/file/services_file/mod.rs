@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::model::catalog::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
+use crate::model::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
 
 /// The only top-level key: an array of service tables.
 const SERVICE_KEY: &str = "service";

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::warn;
 
-use crate::model::catalog::{Catalog, Instance};
-use crate::pipeline::merge::{Origin, merge};
+use crate::model::merge::{Origin, merge};
+use crate::model::{Catalog, Instance};
 use crate::sources::discovery::{DiscoveryOptions, discovered_service, marathon_service_name};
 use crate::sources::labels::{Labels, PortRef, group_accepts, log_problems, port_settings};
 
@@ -195,7 +195,7 @@ fn app_services(
     app: &App,
     options: &DiscoveryOptions,
     hosts: &BTreeMap<String, IpAddr>,
-) -> Vec<crate::model::catalog::Service> {
+) -> Vec<crate::model::Service> {
     let labels = app.labels();
     let mut service_ports = app.service_ports();
     // IP-per-task apps may have ports but no service ports: labels can still give them one.

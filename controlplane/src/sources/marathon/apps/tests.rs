@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::catalog::ServiceMode;
+use crate::model::ServiceMode;
 
 const ZDD_APPS: &str = include_str!("../../../../../tests/fixtures/marathon/zdd_apps.json");
 const MARATHON15_APPS: &str =
