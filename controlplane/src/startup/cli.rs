@@ -24,7 +24,7 @@ use crate::startup::supervisor_args::SupervisorArgs;
 pub const DEFAULT_API_STATE_FILE: &str = "/var/lib/ringway/api-state.json";
 /// Default of `--ping-interval-ms`.
 const DEFAULT_PING_INTERVAL_MS: u64 = 5_000;
-/// Default of `--coalesce-ms` (see [`crate::pipeline::publisher::DEFAULT_COALESCE`]).
+/// Default of `--coalesce-ms` (see [`crate::pipeline::intake::DEFAULT_COALESCE`]).
 const DEFAULT_COALESCE_MS: u64 = 5;
 
 /// Ringway controlplane: discovers services, compiles route snapshots and serves them to dataplanes.

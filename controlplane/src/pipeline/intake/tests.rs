@@ -1,4 +1,4 @@
-//! The consume loop: merging, coalescing, the first snapshot, and answers to API changes.
+//! The intake loop ([`run`]): merging, coalescing, the first snapshot, and answers to API changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +7,6 @@ use ringway_shared::{BackendState, Snapshot};
 
 use super::*;
 use crate::model::Catalog;
-use crate::pipeline::intake::catalog_channel;
 use crate::pipeline::overrides::{AdminState, BackendOverride};
 use crate::pipeline::publisher::tests::{catalog, publisher};
 
