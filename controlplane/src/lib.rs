@@ -3,63 +3,44 @@
 //!
 //! ```text
 //! services file ─► FileWatch ──┐
-//! Marathon ──────► Marathon ───┤  SourceHandle      Publisher (latest catalog per source, merge,
-//! registrator ───► Registrator ┼─► CatalogUpdate ─► coalesce, compile, version, encode) ─► watch channel
-//! etcd v3 ───────► EtcdV3 ─────┤  (+ SourceRegistry:                                          │
-//! Consul ────────► Consul ─────┤   ok/stale/failing)          SnapshotServer ─► one session per dataplane
+//! Marathon ──────► Marathon ───┤  SourceHandle     intake: one channel, in order, bursts coalesced
+//! registrator ───► Registrator ┼─► CatalogSender ─► Publisher: merge, overrides, compile, version, encode
+//! etcd v3 ───────► EtcdV3 ─────┤  (+ SourceRegistry:                                  │ watch channel
+//! Consul ────────► Consul ─────┤   ok/stale/failing)           SnapshotServer ─► one session per dataplane
 //! HTTP API ──────► api source ─┘  + override edits (applied after the merge), answered with their version
 //! ```
 //!
-//! Modules, in data-flow order:
-//! - Sources, one module each: [`services_file`] (the TOML file → [`catalog::Catalog`]) and [`file_watch`]
-//!   (re-read on change and SIGHUP); [`marathon`] (`/v2/apps` + SSE `/v2/events`); [`registrator`]
-//!   (registrator's etcd v2 tree); [`etcd_v3`] (an etcd v3 prefix through the JSON gateway); [`consul`]
-//!   (catalog + health with blocking queries).
-//! - What discovery sources share: [`discovery`] (options, HTTP client, backoff, host resolution, how a
-//!   discovered port becomes a service) and [`labels`] (the label and tag settings users already write).
-//! - [`source`]: the handle every source reports through, and the registry of source states.
-//! - [`catalog`]: the source-independent view every source produces, and the channel they send it on.
-//! - [`merge`]: sources and apps combined by listen address, names made unique, deterministically.
-//! - [`compiler`]: catalog + group size + defaults → deterministic `ringway_shared::Snapshot`.
-//! - [`versions`]: versions that keep increasing across restarts.
-//! - [`publisher`]: per-source catalogs merged, bursts coalesced, unchanged snapshots skipped.
-//! - [`snapshot_server`]: the socket, stale-socket handling and peer admission; [`session`]: the protocol.
-//! - [`peer_auth`]: which uids may connect. [`registry`]: connected dataplanes, ACKs and NACKs.
-//! - [`overrides`]: the operator's runtime word on backends (ready/drain/maint, weight) and blue/green
-//!   switches, applied after the merge; [`intake`]: the one channel sources and the API change routing by.
-//! - [`api`]: the HTTP API (sources, services, overrides, switch, docker-flow-proxy's calls as the `api`
-//!   source).
-//! - [`cli`], [`config`], [`logging`]: how it is started.
-//! - [`readiness`]: "serving" for systemd (`sd_notify`) and the [`supervisor`] (`--spawn-dataplane`).
+//! One folder per stage, in the order data flows through them. Each imports only the stages before it, which
+//! a unit test (`layering.rs`) checks on every `cargo test`:
+//! - [`model`]: the plain data every stage shares (`Catalog`, `Service`, `Instance`, `SourceId`) and the
+//!   rule that merges services sharing a listen address. Imports nothing. [`clock`]: the wall clock.
+//! - [`sources`]: the framework every source reports through (handle, registry of states), what the
+//!   discovery sources share (options, HTTP, backoff, labels), and one module per source: `file`,
+//!   `marathon`, `registrator`, `etcd_v3`, `consul`. They know the model and the intake's channel only.
+//! - [`pipeline`]: `intake` (the one channel every change comes in by), `merge` (which source wins),
+//!   `overrides`, `compiler`, `versions`, `publisher` (the current snapshot, encoded once).
+//! - [`serve`]: the snapshot server on the Unix socket, one session per dataplane, the registry of
+//!   dataplanes and their ACKs, peer checks.
+//! - [`api`]: the HTTP API, itself a source (docker-flow-proxy's calls) and a writer of overrides.
+//! - [`startup`]: command line, configuration, logging, readiness.
+//! - [`supervisor`]: `--spawn-dataplane`, this controlplane and a dataplane child in one process tree.
+//!
+//! This file is the composition root: [`run_until`] builds each stage and wires it to the next.
 
 #![deny(unsafe_code)]
 
 pub mod api;
-pub mod catalog;
-pub mod cli;
-pub mod compiler;
-pub mod config;
-pub mod consul;
-pub mod discovery;
-pub mod etcd_v3;
-pub mod file_watch;
-pub mod intake;
-pub mod labels;
-pub mod logging;
-pub mod marathon;
-pub mod merge;
-pub mod overrides;
-pub mod peer_auth;
-pub mod publisher;
-pub mod readiness;
-pub mod registrator;
-pub mod registry;
-pub mod services_file;
-pub mod session;
-pub mod snapshot_server;
-pub mod source;
+pub mod clock;
+pub mod model;
+pub mod pipeline;
+pub mod serve;
+pub mod sources;
+pub mod startup;
 pub mod supervisor;
-pub mod versions;
+
+/// The import rules between the stages above, checked.
+#[cfg(test)]
+mod layering;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -69,21 +50,23 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::info;
 
-pub use config::Config;
+pub use startup::config::Config;
 
 use api::state::{API_SOURCE, ApiState};
 use api::{ApiContext, ApiServer};
-use catalog::catalog_channel;
-use compiler::compile;
-use consul::Consul;
-use etcd_v3::EtcdV3;
-use file_watch::FileWatch;
-use marathon::Marathon;
-use publisher::Publisher;
-use registrator::Registrator;
-use registry::DataplaneRegistry;
-use snapshot_server::SnapshotServer;
-use source::{SourceId, SourceRegistry};
+use model::SourceId;
+use pipeline::compiler::compile;
+use pipeline::intake::{self, CatalogSender, catalog_channel};
+use pipeline::publisher::Publisher;
+use serve::registry::DataplaneRegistry;
+use serve::snapshot_server::SnapshotServer;
+use sources::SourceRegistry;
+use sources::consul::Consul;
+use sources::etcd_v3::EtcdV3;
+use sources::file::FileWatch;
+use sources::marathon::Marathon;
+use sources::registrator::Registrator;
+use startup::readiness;
 
 /// Runs the controlplane until SIGTERM or SIGINT, then removes the socket and returns `Ok`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -171,7 +154,12 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
         .into_iter()
         .filter(|id| id.0 != API_SOURCE)
         .collect();
-    tasks.spawn(Arc::clone(&publisher).consume(updates, expected, config.coalescing));
+    tasks.spawn(intake::run(
+        Arc::clone(&publisher),
+        updates,
+        expected,
+        config.coalescing,
+    ));
 
     let server = SnapshotServer::bind(
         config.server_options(),
@@ -205,7 +193,7 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
 fn spawn_discovery(
     config: &Config,
     sources: &SourceRegistry,
-    sink: &catalog::CatalogSender,
+    sink: &CatalogSender,
     tasks: &mut JoinSet<()>,
 ) {
     let options = config.discovery.clone();

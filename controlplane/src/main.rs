@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringway_controlplane::cli::Cli;
-use ringway_controlplane::logging;
+use ringway_controlplane::startup::cli::Cli;
+use ringway_controlplane::startup::logging;
 
 /// The controlplane waits on sockets and timers; two workers keep a slow compile from delaying pings.
 const RUNTIME_WORKERS: usize = 2;

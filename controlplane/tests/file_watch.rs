@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{DEADLINE, runtime, services_toml, settings, web_weight};
-use ringway_controlplane::catalog::catalog_channel;
-use ringway_controlplane::file_watch::FileWatch;
-use ringway_controlplane::publisher::{Coalescing, Publisher, SnapshotWatch};
-use ringway_controlplane::source::{SourceRegistry, SourceState, SourceStatus};
+use ringway_controlplane::pipeline::intake::catalog_channel;
+use ringway_controlplane::pipeline::intake::{self, Coalescing};
+use ringway_controlplane::pipeline::publisher::{Publisher, SnapshotWatch};
+use ringway_controlplane::sources::file::FileWatch;
+use ringway_controlplane::sources::{SourceRegistry, SourceState, SourceStatus};
 use tokio::sync::{Notify, watch};
 
 /// A file watch feeding a publisher, as `run` wires them.
@@ -47,7 +48,12 @@ impl Live {
         snapshots.borrow_and_update();
         let status = sources.subscribe(&id).unwrap();
         let reload = file.reload_handle();
-        rt.spawn(Arc::clone(&publisher).consume(updates, vec![id], Coalescing::default()));
+        rt.spawn(intake::run(
+            Arc::clone(&publisher),
+            updates,
+            vec![id],
+            Coalescing::default(),
+        ));
         rt.spawn(file.run());
         Self {
             rt,

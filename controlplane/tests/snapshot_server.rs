@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{FakeDataplane, Harness, QUIET_PING, catalog, web_weight};
-use ringway_controlplane::peer_auth::effective_uid;
-use ringway_controlplane::publisher::Publisher;
-use ringway_controlplane::registry::{DataplaneRegistry, Nack};
-use ringway_controlplane::snapshot_server::{ServerError, ServerOptions, SnapshotServer};
+use ringway_controlplane::pipeline::publisher::Publisher;
+use ringway_controlplane::serve::peer_auth::effective_uid;
+use ringway_controlplane::serve::registry::{DataplaneRegistry, Nack};
+use ringway_controlplane::serve::snapshot_server::{ServerError, ServerOptions, SnapshotServer};
 use ringway_shared::wire::{Hello, Message, PROTOCOL_VERSION, Role};
 
 #[test]
@@ -41,7 +41,7 @@ fn identical_content_is_not_resent_but_changes_are_pushed() {
     // nothing arrived before the pong.
     assert!(matches!(
         h.publisher.publish(&catalog(10)).unwrap(),
-        ringway_controlplane::publisher::PublishOutcome::Unchanged { .. }
+        ringway_controlplane::pipeline::publisher::PublishOutcome::Unchanged { .. }
     ));
     assert_eq!(dp.round_trip(1), vec![]);
 

@@ -31,13 +31,7 @@ fn notify_socket(path: Option<std::ffi::OsString>, state: &str) -> io::Result<bo
 
 /// Tells a `--detach` parent that we serve, if we have one.
 pub fn parent() -> io::Result<()> {
-    let Some(fd) = std::env::var(READY_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-    else {
-        return Ok(());
-    };
-    let Some(fd) = crate::sys::inherited_fd(fd) else {
+    let Some(fd) = crate::sys::take_inherited_fd(READY_FD_ENV) else {
         return Ok(());
     };
     std::fs::File::from(fd).write_all(READY_LINE)

@@ -4,9 +4,11 @@
 //! borrowed or owned file descriptors, checks the return value and turns `-1` into `io::Error`, so the
 //! rest of the dataplane never touches `libc` directly.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, PoisonError};
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -348,15 +350,29 @@ pub fn clear_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
         .map(drop)
 }
 
-/// Takes ownership of a descriptor number inherited from the parent process (`RINGWAY_READY_FD`).
+/// Takes ownership of the descriptor whose number the environment variable `variable` holds: one the
+/// parent process left open for this process's exclusive use (`RINGWAY_READY_FD`).
 ///
-/// Returns `None` unless `fd` is open in this process.
-pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+/// `None` when the variable is unset or not a number, when that descriptor is not open, or when it was
+/// taken already: each inherited descriptor gets one owner, however often this is called.
+pub fn take_inherited_fd(variable: &str) -> Option<OwnedFd> {
+    take_inherited(std::env::var(variable).ok()?.parse().ok()?)
+}
+
+/// Descriptors [`take_inherited_fd`] handed out; a number in here has its owner already.
+static INHERITED: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+
+/// `fd` as an owned descriptor if it is open and was not taken before. Private: only a number a parent
+/// handed over for our exclusive use may reach it.
+fn take_inherited(fd: RawFd) -> Option<OwnedFd> {
+    let mut taken = INHERITED.lock().unwrap_or_else(PoisonError::into_inner);
     // SAFETY: F_GETFD only inspects the descriptor table.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if fd < 3 || taken.contains(&fd) || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         return None;
     }
-    // SAFETY: the descriptor is open and was passed to us for our exclusive use by our parent.
+    taken.insert(fd);
+    // SAFETY: the descriptor is open, was passed to us by our parent for our exclusive use, and `taken`
+    // makes this its only owner in the process.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
@@ -407,6 +423,20 @@ mod tests {
         assert_eq!(&got, b"hello splice");
         drop(a);
         assert_eq!(splice(b.as_fd(), w.as_fd(), 4096).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_inherited_descriptor_gets_one_owner() {
+        let (read, write) = std::io::pipe().unwrap();
+        let number = std::os::fd::IntoRawFd::into_raw_fd(OwnedFd::from(write));
+        let mut owned = std::fs::File::from(take_inherited(number).expect("an open descriptor"));
+        assert!(take_inherited(number).is_none(), "taken already");
+        assert!(take_inherited(libc::STDERR_FILENO).is_none(), "never stdio");
+        owned.write_all(b"ready").unwrap();
+        drop(owned);
+        let mut got = String::new();
+        (&read).read_to_string(&mut got).unwrap();
+        assert_eq!(got, "ready", "the write end was the one handed over");
     }
 
     #[test]

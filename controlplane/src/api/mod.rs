@@ -3,7 +3,7 @@
 //! - `GET /v1/sources`, `GET /v1/services`: what the sources say, what was merged and overridden, which
 //!   snapshot is current and what every dataplane ACKed ([`views`]).
 //! - `PUT`/`DELETE /v1/services/<name>/backends/<ip:port>`, `POST`/`DELETE /v1/services/<name>/switch`:
-//!   runtime overrides, as HAProxy's runtime API and wunderproxy's switch ([`crate::overrides`]).
+//!   runtime overrides, as HAProxy's runtime API and wunderproxy's switch ([`crate::pipeline::overrides`]).
 //! - `/v1/docker-flow-proxy/reconfigure|remove|ping`: docker-flow-proxy's calls ([`dfp`]), whose services
 //!   form the `api` source ([`state`]).
 //!
@@ -34,9 +34,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::publisher::Publisher;
-use crate::registry::DataplaneRegistry;
-use crate::source::SourceRegistry;
+use crate::pipeline::publisher::Publisher;
+use crate::serve::registry::DataplaneRegistry;
+use crate::sources::handle::SourceRegistry;
 use http::{HttpResponse, authorized, json_response};
 use state::ApiState;
 

@@ -12,8 +12,8 @@ use super::dfp::{self, DfpError, DfpResponse, NO_SERVICE_NAME_REMOVE, Params};
 use super::http::{ApiError, HttpResponse, json_body, json_response, only_fields, query_pairs};
 use super::state::StateError;
 use super::views::{ServicesView, SourcesView};
-use crate::intake::{Applied, ApplyError};
-use crate::overrides::{AdminState, BackendOverride, Edit, check_weight};
+use crate::pipeline::intake::{Applied, ApplyError};
+use crate::pipeline::overrides::{AdminState, BackendOverride, Edit, check_weight};
 
 /// Dispatches on method and path; `Err` becomes `{"error", "field"}`.
 pub async fn route(

@@ -18,11 +18,12 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use super::dfp::{self, Registration};
-use crate::catalog::Catalog;
-use crate::intake::{Applied, ApplyError, Input, submit};
-use crate::overrides::{Edit, Overrides};
-use crate::publisher::Publisher;
-use crate::source::{SourceHandle, SourceId};
+use crate::model::Catalog;
+use crate::model::SourceId;
+use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
+use crate::pipeline::overrides::{Edit, Overrides};
+use crate::pipeline::publisher::Publisher;
+use crate::sources::SourceHandle;
 
 /// The API source's name in `/v1/sources` and in merge notes.
 pub const API_SOURCE: &str = "api";
@@ -309,7 +310,7 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overrides::{AdminState, BackendOverride};
+    use crate::pipeline::overrides::{AdminState, BackendOverride};
     use std::net::SocketAddr;
 
     #[test]
@@ -358,13 +359,14 @@ mod tests {
     #[tokio::test]
     async fn a_change_that_does_not_compile_leaves_nothing_behind() {
         use crate::api::dfp::Destination;
-        use crate::catalog::{ServiceMode, catalog_channel};
-        use crate::intake::Coalescing;
-        use crate::source::SourceRegistry;
+        use crate::model::ServiceMode;
+        use crate::pipeline::intake::catalog_channel;
+        use crate::pipeline::intake::{self, Coalescing};
+        use crate::sources::handle::SourceRegistry;
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("api-state.json");
-        let publisher = Arc::new(crate::publisher::tests::publisher());
+        let publisher = Arc::new(crate::pipeline::publisher::tests::publisher());
         let (sink, updates) = catalog_channel();
         let handle = SourceRegistry::new().handle(SourceId::new(API_SOURCE), sink);
         let state = ApiState::start(
@@ -375,7 +377,12 @@ mod tests {
         )
         .await
         .unwrap();
-        tokio::spawn(Arc::clone(&publisher).consume(updates, Vec::new(), Coalescing::default()));
+        tokio::spawn(intake::run(
+            Arc::clone(&publisher),
+            updates,
+            Vec::new(),
+            Coalescing::default(),
+        ));
         let registration = |backend_port| Registration {
             service_name: "svc".into(),
             destinations: vec![Destination {

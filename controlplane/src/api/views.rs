@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use ringway_shared::{BackendState, Balance};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, ServiceMode};
-use crate::overrides::BackendOverride;
-use crate::publisher::{Inputs, Published};
-use crate::registry::DataplaneInfo;
-use crate::source::{SourceId, SourceView};
+use crate::model::SourceId;
+use crate::model::{Catalog, ServiceMode};
+use crate::pipeline::overrides::BackendOverride;
+use crate::pipeline::publisher::{Inputs, Published};
+use crate::serve::registry::DataplaneInfo;
+use crate::sources::SourceView;
 
 /// `GET /v1/sources`.
 #[derive(Debug, Serialize)]
@@ -201,8 +202,8 @@ impl ServicesView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Service;
-    use crate::overrides::{AdminState, Edit};
+    use crate::model::Service;
+    use crate::pipeline::overrides::{AdminState, Edit};
 
     fn service(backends: &[u16]) -> Service {
         Service::for_test(

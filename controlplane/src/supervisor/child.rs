@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-use super::args::DataplaneCommand;
-use crate::readiness::NOTIFY_SOCKET;
+use crate::startup::readiness::NOTIFY_SOCKET;
+use crate::startup::supervisor_args::DataplaneCommand;
 
 /// A running dataplane.
 #[derive(Debug)]

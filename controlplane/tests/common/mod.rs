@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringway_controlplane::catalog::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
-use ringway_controlplane::compiler::CompileSettings;
-use ringway_controlplane::publisher::{PublishOutcome, Publisher};
-use ringway_controlplane::registry::DataplaneRegistry;
-use ringway_controlplane::snapshot_server::{ServerOptions, SnapshotServer};
+use ringway_controlplane::model::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
+use ringway_controlplane::pipeline::compiler::CompileSettings;
+use ringway_controlplane::pipeline::publisher::{PublishOutcome, Publisher};
+use ringway_controlplane::serve::registry::DataplaneRegistry;
+use ringway_controlplane::serve::snapshot_server::{ServerOptions, SnapshotServer};
 use ringway_shared::wire::{
     FrameDecoder, Hello, Message, Role, WireError, read_message, write_message,
 };

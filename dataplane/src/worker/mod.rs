@@ -12,6 +12,7 @@ pub mod balance;
 pub mod conn;
 pub mod forward;
 mod lifecycle;
+#[allow(unsafe_code)]
 pub mod ring;
 pub mod stats;
 pub mod timers;
@@ -374,7 +375,10 @@ impl Worker {
         if completion.result >= 0 {
             // Served even if the listener is being removed: the kernel already completed the handshake,
             // so dropping it now would reset a client we accepted.
-            let client = ring::accepted_socket(completion.result);
+            let client = self
+                .ring
+                .take_accepted(completion.result)
+                .expect("the ring holds every accepted socket until the worker takes it");
             let route = (Arc::clone(&slot.route), slot.epoch, slot.cluster);
             self.stats.accepted.inc();
             self.start_connection(client, route);

@@ -5,10 +5,14 @@
 //! at memory (a socket address and a timeout); the ring owns both in [`ConnectArgs`] and frees them only
 //! after *both* the connect CQE and its linked-timeout CQE have arrived, so no caller can get it wrong.
 //! All other ops here carry descriptors and integers only.
+//!
+//! The descriptor a successful accept completion returns is wrapped in an [`OwnedFd`] here, as its completion
+//! is read, and the worker takes it with [`Ring::take_accepted`]: the raw number never becomes a descriptor
+//! anywhere else, so no safe code can forge or double an owner.
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -109,13 +113,6 @@ pub fn next_generation(generation: u32) -> u32 {
     generation.wrapping_add(1) & GEN_MASK
 }
 
-/// Takes ownership of the descriptor an accept completion returned.
-pub fn accepted_socket(result: i32) -> std::os::fd::OwnedFd {
-    assert!(result >= 0, "not a descriptor: {result}");
-    // SAFETY: a successful accept completion's result is a new descriptor that nothing else owns.
-    unsafe { std::os::fd::FromRawFd::from_raw_fd(result) }
-}
-
 /// One decoded completion.
 #[derive(Debug, Clone, Copy)]
 pub struct Completion {
@@ -147,6 +144,8 @@ pub struct RingConfig {
 pub struct Ring {
     ring: IoUring,
     connect_args: HashMap<u64, Box<ConnectArgs>>,
+    /// Sockets returned by accept completions that were read but not yet taken, by descriptor number.
+    accepted: HashMap<RawFd, OwnedFd>,
 }
 
 impl Ring {
@@ -170,6 +169,7 @@ impl Ring {
         Ok(Self {
             ring,
             connect_args: HashMap::new(),
+            accepted: HashMap::new(),
         })
     }
 
@@ -317,12 +317,23 @@ impl Ring {
                     }
                 }
             }
-            out.push(Completion {
-                op,
-                result: cqe.result(),
-                more,
-            });
+            let result = cqe.result();
+            if op.kind == OpKind::Accept && result >= 0 {
+                // SAFETY: a successful accept completion's result is a new descriptor that nothing else
+                // owns, and each completion is read once: this is its only owner.
+                let socket = unsafe { OwnedFd::from_raw_fd(result) };
+                let previous = self.accepted.insert(result, socket);
+                debug_assert!(previous.is_none(), "descriptor {result} accepted twice");
+            }
+            out.push(Completion { op, result, more });
         }
+    }
+
+    /// Takes ownership of the socket a successful accept completion returned (`result`, as
+    /// [`Ring::drain_completions`] reported it). `None` if the ring holds no such socket: it was taken
+    /// already. A socket never taken is closed with the ring.
+    pub fn take_accepted(&mut self, result: i32) -> Option<OwnedFd> {
+        self.accepted.remove(&result)
     }
 
     /// Connects whose memory the ring still holds (tests and debug assertions).
@@ -397,6 +408,21 @@ mod tests {
             "the timer is cancelled by the finished connect"
         );
         assert_eq!(ring.connects_in_flight(), 0);
+    }
+
+    #[test]
+    fn an_accepted_socket_is_owned_by_the_ring_until_taken_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut ring = ring();
+        ring.accept_multi(listener.as_raw_fd(), UserData::new(OpKind::Accept, 0, 0));
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let done = wait_for(&mut ring, &[OpKind::Accept]);
+        let accept = done.iter().find(|c| c.op.kind == OpKind::Accept).unwrap();
+        assert!(accept.result >= 0, "accept failed: {}", accept.result);
+        let socket = ring.take_accepted(accept.result).expect("held by the ring");
+        assert!(ring.take_accepted(accept.result).is_none(), "one owner");
+        let server = std::net::TcpStream::from(socket);
+        assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
     }
 
     /// A loopback address whose connects hang: a listener that never accepts, its queue already full, so

@@ -1,0 +1,13 @@
+//! The model: what should be load balanced, as plain data that every stage shares. No I/O, no tokio, and no
+//! import of any other part of the controlplane (the layering test holds it to that).
+//!
+//! - [`catalog`]: [`Catalog`], [`Service`], [`Instance`]: what one source says, validated by that source.
+//! - [`SourceId`]: the name of a source.
+//! - [`merge`]: how services that share a listen address or a name become one catalog, deterministically.
+
+pub mod catalog;
+pub mod merge;
+mod source_id;
+
+pub use catalog::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
+pub use source_id::SourceId;

@@ -1,0 +1,409 @@
+//! The command line. Every flag can also be set through an environment variable (shown in `--help`), which
+//! is how containers and systemd units usually configure services; proxymatic's names (`GROUP_SIZE`,
+//! `MAX_CONNECTIONS`) are kept so existing deployments carry over.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
+
+use crate::api::DEFAULT_API;
+use crate::pipeline::intake::Coalescing;
+use crate::sources::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
+use crate::sources::etcd_v3::DEFAULT_PREFIX;
+use crate::sources::file::DEFAULT_POLL_INTERVAL;
+use crate::sources::registrator::{RegistratorError, RegistratorUrl};
+use crate::startup::config::{ApiToken, Config, DEFAULT_SOCKET};
+use crate::startup::logging::LogFormat;
+use crate::startup::supervisor_args::SupervisorArgs;
+
+/// Default of `--api-state-file`: beside the dataplane's state file, in the units' `StateDirectory=`.
+pub const DEFAULT_API_STATE_FILE: &str = "/var/lib/ringway/api-state.json";
+/// Default of `--ping-interval-ms`.
+const DEFAULT_PING_INTERVAL_MS: u64 = 5_000;
+/// Default of `--coalesce-ms` (see [`crate::pipeline::intake::DEFAULT_COALESCE`]).
+const DEFAULT_COALESCE_MS: u64 = 5;
+
+/// Ringway controlplane: discovers services, compiles route snapshots and serves them to dataplanes.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ringway-controlplane", version, about)]
+pub struct Cli {
+    /// Static services file (TOML), re-read when it changes and on SIGHUP. At least one source (this or a
+    /// discovery source below) is required.
+    #[arg(long, env = "RINGWAY_SERVICES", value_name = "FILE")]
+    pub services: Option<PathBuf>,
+
+    /// Marathon replicas (comma-separated base URLs, tried in order): apps from /v2/apps, changes from /v2/events.
+    #[arg(long, env = "MARATHON_URL", value_name = "URLS", value_delimiter = ',')]
+    pub marathon: Vec<String>,
+
+    /// registrator's etcd v2 tree, as etcd://host:port/path.
+    #[arg(long, env = "REGISTRATOR_URL", value_name = "URL")]
+    pub registrator: Option<String>,
+
+    /// etcd v3 JSON gateway (http://host:2379), read under --etcd-prefix.
+    #[arg(long = "etcd-v3", env = "RINGWAY_ETCD_V3_URL", value_name = "URL")]
+    pub etcd_v3: Option<String>,
+
+    /// Key prefix of the etcd v3 source (format in docs/discovery.md).
+    #[arg(long, env = "RINGWAY_ETCD_PREFIX", value_name = "PREFIX", default_value = DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// Consul HTTP API (http://host:8500): services with passing checks, settings from their tags.
+    #[arg(long, env = "CONSUL_URL", value_name = "URL")]
+    pub consul: Option<String>,
+
+    /// marathon-lb groups served (comma-separated HAPROXY_GROUP values); `*` takes every app, grouped or not.
+    #[arg(
+        long = "group",
+        env = "RINGWAY_GROUPS",
+        value_name = "GROUPS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub groups: Vec<String>,
+
+    /// Route discovered services whose instances use the service port itself (host networking). The variable
+    /// takes true/false, 1/0 (proxymatic's values), yes/no, on/off.
+    #[arg(long, env = "EXPOSE_HOST", action = ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub expose_host: bool,
+
+    /// IP address discovered services listen on.
+    #[arg(long, env = "RINGWAY_LISTEN_ADDRESS", value_name = "IP", default_value_t = DEFAULT_LISTEN_IP)]
+    pub listen_address: IpAddr,
+
+    /// Full re-read of every source this often, events or not (`60`, `60s`, `500ms`, `2m`).
+    #[arg(long, env = "REFRESH_INTERVAL", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// Quiet time that closes a burst of source changes into one snapshot (latest wins).
+    #[arg(long, env = "RINGWAY_COALESCE_MS", value_name = "MS", default_value_t = DEFAULT_COALESCE_MS)]
+    pub coalesce_ms: u64,
+
+    /// Longest the first snapshot waits for every source to answer once.
+    #[arg(long, env = "RINGWAY_INITIAL_SYNC_TIMEOUT", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_duration)]
+    pub initial_sync_timeout: Duration,
+
+    /// Unix socket the dataplanes connect to.
+    #[arg(long, env = "RINGWAY_SOCKET", value_name = "PATH", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Number of Ringway instances sharing the backends; per-backend maxconn is divided by it.
+    #[arg(long, env = "GROUP_SIZE", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub group_size: u32,
+
+    /// Concurrent connections per service on this instance, when the services file sets none.
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// A peer uid allowed on the socket besides our own (repeatable; the variable is comma-separated).
+    #[arg(
+        long = "allow-uid",
+        env = "RINGWAY_ALLOW_UIDS",
+        value_name = "UID",
+        value_delimiter = ','
+    )]
+    pub allow_uids: Vec<u32>,
+
+    /// Log output format; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "RINGWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Interval of the pings sent to each dataplane; a session silent for 3 intervals is closed.
+    #[arg(long, env = "RINGWAY_PING_INTERVAL_MS", value_name = "MS",
+          default_value_t = DEFAULT_PING_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ping_interval_ms: u64,
+
+    /// HTTP API (docs/api.md) as IP:port: sources, services, overrides, switch, docker-flow-proxy's calls.
+    /// Empty disables it. Keep it on loopback unless --api-token is set.
+    #[arg(long, env = "RINGWAY_API", value_name = "ADDR", default_value = DEFAULT_API)]
+    pub api: String,
+
+    /// Bearer token every API request must carry (Authorization: Bearer TOKEN); empty: no check.
+    #[arg(
+        long,
+        env = "RINGWAY_API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub api_token: Option<String>,
+
+    /// Where services registered through the API and runtime overrides are kept across restarts
+    /// (JSON, replaced atomically). Empty keeps them in memory only.
+    #[arg(long, env = "RINGWAY_API_STATE_FILE", value_name = "FILE",
+          default_value = DEFAULT_API_STATE_FILE)]
+    pub api_state_file: String,
+
+    /// `--spawn-dataplane` and its settings (see [`crate::supervisor`]).
+    #[command(flatten)]
+    pub supervisor: SupervisorArgs,
+}
+
+/// A parsed command line that still cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("--{flag} must be at least 1")]
+    Zero { flag: &'static str },
+    #[error("--registrator: {0}")]
+    Registrator(#[from] RegistratorError),
+    #[error("--refresh-interval must not be 0")]
+    ZeroRefresh,
+    #[error("--api: {0:?} is not an address like 127.0.0.1:9091 (empty disables the API)")]
+    Api(String),
+}
+
+/// `250ms`, `30s`, `2m`, or a bare number of seconds (proxymatic's `REFRESH_INTERVAL=60`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 60s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<Config, CliError> {
+        let positive = |value: u32, flag| NonZeroU32::new(value).ok_or(CliError::Zero { flag });
+        if self.refresh_interval.is_zero() {
+            return Err(CliError::ZeroRefresh);
+        }
+        let registrator = self
+            .registrator
+            .as_deref()
+            .map(RegistratorUrl::parse)
+            .transpose()?;
+        Ok(Config {
+            services: self.services,
+            marathon: self
+                .marathon
+                .into_iter()
+                .filter(|m| !m.trim().is_empty())
+                .collect(),
+            registrator,
+            etcd_v3: self.etcd_v3,
+            etcd_prefix: self.etcd_prefix,
+            consul: self.consul,
+            discovery: DiscoveryOptions {
+                listen_ip: self.listen_address,
+                expose_host: self.expose_host,
+                groups: self.groups,
+                refresh_interval: self.refresh_interval,
+            },
+            coalescing: Coalescing::new(
+                Duration::from_millis(self.coalesce_ms),
+                self.initial_sync_timeout,
+            ),
+            socket: self.socket,
+            group_size: positive(self.group_size, "group-size")?,
+            default_max_connections: positive(self.max_connections, "max-connections")?,
+            allow_uids: self.allow_uids,
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            file_poll_interval: DEFAULT_POLL_INTERVAL,
+            api: match self.api.trim() {
+                "" => None,
+                text => Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| CliError::Api(text.to_string()))?,
+                ),
+            },
+            api_token: self.api_token.filter(|t| !t.is_empty()).map(ApiToken),
+            api_state_file: Some(self.api_state_file)
+                .filter(|f| !f.trim().is_empty())
+                .map(PathBuf::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ringway-controlplane").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&["--services", "s.toml"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(config.group_size.get(), 1);
+        assert_eq!(config.default_max_connections.get(), 8192);
+        assert_eq!(config.ping_interval, Duration::from_millis(5_000));
+        assert!(config.allow_uids.is_empty());
+    }
+
+    #[test]
+    fn zero_group_size_and_max_connections_are_refused() {
+        for flag in ["--group-size", "--max-connections", "--ping-interval-ms"] {
+            let err = parse(&[flag, "0"]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{flag}"
+            );
+        }
+        assert!(parse(&["--group-size", "2"]).is_ok());
+    }
+
+    #[test]
+    fn discovery_flags() {
+        let config = parse(&[
+            "--marathon",
+            "http://m1:8080,http://m2:8080/",
+            "--registrator",
+            "etcd://127.0.0.1:2379/services",
+            "--consul",
+            "http://c:8500",
+            "--group",
+            "external,internal",
+            "--expose-host",
+            "--refresh-interval",
+            "500ms",
+            "--coalesce-ms",
+            "0",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.marathon, vec!["http://m1:8080", "http://m2:8080/"]);
+        assert_eq!(config.registrator.as_ref().unwrap().path, "/services");
+        assert_eq!(config.discovery.groups, vec!["external", "internal"]);
+        assert!(config.discovery.expose_host);
+        assert_eq!(
+            config.discovery.refresh_interval,
+            Duration::from_millis(500)
+        );
+        assert_eq!(config.coalescing.window, Duration::ZERO);
+        assert!(config.has_source());
+
+        let defaults = parse(&[]).unwrap().into_config().unwrap();
+        assert!(!defaults.has_source());
+        assert_eq!(defaults.discovery.groups, vec!["*"]);
+        assert_eq!(defaults.discovery.refresh_interval, Duration::from_secs(60));
+        assert_eq!(defaults.coalescing.window, Duration::from_millis(5));
+        assert!(!defaults.discovery.expose_host);
+
+        assert!(
+            parse(&["--registrator", "http://x"])
+                .unwrap()
+                .into_config()
+                .is_err()
+        );
+        assert!(
+            parse(&["--refresh-interval", "0"])
+                .unwrap()
+                .into_config()
+                .is_err()
+        );
+        assert!(parse(&["--refresh-interval", "5h"]).is_err());
+    }
+
+    #[test]
+    fn durations_read_like_proxymatics_and_ours() {
+        assert_eq!(parse_duration("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn the_api_is_on_loopback_by_default_and_can_be_disabled() {
+        let config = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!(config.api, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(config.api_token, None);
+        assert_eq!(
+            config.api_state_file,
+            Some(PathBuf::from(DEFAULT_API_STATE_FILE))
+        );
+        let config = parse(&["--api", "", "--api-state-file", "", "--api-token", ""])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            (config.api, config.api_token, config.api_state_file),
+            (None, None, None)
+        );
+        let config = parse(&["--api", "[::1]:0", "--api-token", "s3cret"])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(config.api, Some("[::1]:0".parse().unwrap()));
+        assert_eq!(config.api_token, Some(ApiToken("s3cret".into())));
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "the token is never printed"
+        );
+        let err = parse(&["--api", "localhost"])
+            .unwrap()
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("--api: \"localhost\""), "{err}");
+    }
+
+    #[test]
+    fn allow_uid_repeats() {
+        let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
+        assert_eq!(cli.allow_uids, vec![5, 7]);
+        let cli = parse(&["--allow-uid", "5,7"]).unwrap();
+        assert_eq!(cli.allow_uids, vec![5, 7]);
+    }
+
+    #[test]
+    fn help_names_every_environment_variable() {
+        let help = Cli::command().render_long_help().to_string();
+        for var in [
+            "RINGWAY_SERVICES",
+            "RINGWAY_SOCKET",
+            "GROUP_SIZE",
+            "MAX_CONNECTIONS",
+            "RINGWAY_ALLOW_UIDS",
+            "RINGWAY_LOG_FORMAT",
+            "RINGWAY_PING_INTERVAL_MS",
+            "MARATHON_URL",
+            "REGISTRATOR_URL",
+            "RINGWAY_ETCD_V3_URL",
+            "RINGWAY_ETCD_PREFIX",
+            "CONSUL_URL",
+            "RINGWAY_GROUPS",
+            "EXPOSE_HOST",
+            "RINGWAY_LISTEN_ADDRESS",
+            "REFRESH_INTERVAL",
+            "RINGWAY_COALESCE_MS",
+            "RINGWAY_INITIAL_SYNC_TIMEOUT",
+            "RINGWAY_API",
+            "RINGWAY_API_TOKEN",
+            "RINGWAY_API_STATE_FILE",
+        ] {
+            assert!(
+                help.contains(&format!("env: {var}")),
+                "{var} missing from:\n{help}"
+            );
+        }
+    }
+}
