@@ -91,3 +91,54 @@ pub fn echo_round_trip(port: u16, seed: u64, len: usize) -> Result<(), String> {
     sent.map_err(|e| format!("write: {e}"))?;
     result
 }
+
+/// The byte stream of [`Pattern`] for a seed, in pieces of any length: `fill(a)` then `fill(b)` gives the
+/// same bytes as one `fill` of `a.len() + b.len()` (and as [`send_pattern`] of that length).
+pub struct PatternStream {
+    pattern: Pattern,
+    block: [u8; 8],
+    /// Bytes of `block` already handed out.
+    used: usize,
+}
+
+impl PatternStream {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            pattern: Pattern::new(seed),
+            block: [0; 8],
+            used: 8,
+        }
+    }
+
+    pub fn fill(&mut self, mut out: &mut [u8]) {
+        while !out.is_empty() {
+            if self.used == 8 {
+                self.pattern.fill(&mut self.block);
+                self.used = 0;
+            }
+            let n = (8 - self.used).min(out.len());
+            out[..n].copy_from_slice(&self.block[self.used..self.used + n]);
+            self.used += n;
+            out = &mut out[n..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_stream_matches_the_pattern_in_any_pieces() {
+        let mut whole = vec![0u8; 1000];
+        Pattern::new(7).fill(&mut whole);
+        let mut stream = PatternStream::new(7);
+        let mut pieces = Vec::new();
+        for len in [1, 7, 8, 13, 100, 871] {
+            let mut piece = vec![0u8; len];
+            stream.fill(&mut piece);
+            pieces.extend(piece);
+        }
+        assert_eq!(pieces, whole);
+    }
+}
