@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
-use crate::traffic::PatternStream;
+use crate::traffic::{PatternCheck, PatternStream};
 
 /// Longest a client waits for its connect (a dataplane at its connection cap leaves clients in the kernel's
 /// accept queue, where the handshake completes; a full queue makes the kernel retransmit the SYN).
@@ -146,31 +146,17 @@ pub async fn exchange(address: SocketAddr, seed: u64, len: usize) -> Result<(), 
             .map_err(|e| format!("shutdown: {e}"))
     };
     let receive = async move {
-        let mut pattern = PatternStream::new(seed);
+        let mut check = PatternCheck::new(seed, len);
         let mut got = vec![0u8; len.clamp(1, 64 * 1024)];
-        let mut expected = vec![0u8; got.len()];
-        let mut received = 0usize;
         loop {
             let n = reader
                 .read(&mut got)
                 .await
-                .map_err(|e| format!("read after {received} of {len} bytes: {e}"))?;
+                .map_err(|e| format!("read after {} of {len} bytes: {e}", check.received()))?;
             if n == 0 {
-                break;
+                return check.finish();
             }
-            if received + n > len {
-                return Err(format!("more than the {len} bytes sent"));
-            }
-            pattern.fill(&mut expected[..n]);
-            if got[..n] != expected[..n] {
-                return Err(format!("corrupt bytes after offset {received}"));
-            }
-            received += n;
-        }
-        if received == len {
-            Ok(())
-        } else {
-            Err(format!("clean end after {received} of {len} bytes"))
+            check.check(&got[..n])?;
         }
     };
     let both = async { tokio::join!(send, receive) };

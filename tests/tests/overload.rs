@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ringway_tests::http::{close_count, find_service, stats, workers_sum};
 use ringway_tests::net::{connect, free_port};
-use ringway_tests::traffic::{PatternStream, send_pattern};
+use ringway_tests::traffic::{PatternCheck, PatternStream, send_pattern};
 use ringway_tests::{Harness, NamedBackend, ScriptedBackend, Service, read_name, wait_until};
 
 /// Open connections of `service` in a `/stats` document.
@@ -216,20 +216,17 @@ fn a_backend_that_half_closes_first_still_receives_every_client_byte() {
         stream.write_all(b"banner").unwrap();
         stream.shutdown(Shutdown::Write).unwrap();
         // Everything the client sends after our FIN must still arrive, byte-exact.
-        let mut pattern = PatternStream::new(11);
-        let (mut buf, mut expected) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-        let mut received = 0;
+        let mut check = PatternCheck::new(11, SENT);
+        let mut buf = vec![0u8; 64 * 1024];
         let verdict = loop {
             match stream.read(&mut buf) {
-                Ok(0) => break Ok(received),
+                Ok(0) => break check.finish().map(|()| check.received()),
                 Ok(n) => {
-                    pattern.fill(&mut expected[..n]);
-                    if buf[..n] != expected[..n] {
-                        break Err(format!("corrupt after {received}"));
+                    if let Err(e) = check.check(&buf[..n]) {
+                        break Err(e);
                     }
-                    received += n;
                 }
-                Err(e) => break Err(format!("{e} after {received}")),
+                Err(e) => break Err(format!("{e} after {}", check.received())),
             }
         };
         let _ = tx.send(verdict);

@@ -15,11 +15,11 @@ use crate::limits;
 use crate::routing::ClusterRoute;
 use crate::sys;
 
-use super::Worker;
 use super::balance::{self, MAX_CONNECT_ATTEMPTS, Pick};
 use super::conn::{Conn, Direction, Phase, op_for};
 use super::forward::ForwardMode;
 use super::ring::OpKind;
+use super::{FD_RETRY_MS, Worker};
 
 /// Whether `--queue-size` applies to a connection entering the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +127,6 @@ impl Worker {
 
     /// Gives every queued connection a chance, in arrival order.
     pub(super) fn serve_queue(&mut self) {
-        // Set again by any connection that still finds no descriptor.
-        self.short_of_fds = false;
         for _ in 0..self.queue.len() {
             let Some((index, generation)) = self.queue.pop_front() else {
                 break;
@@ -155,15 +153,14 @@ impl Worker {
         let socket = match sys::tcp_socket_for(&address) {
             Ok(socket) => socket,
             Err(e) => {
-                // Not the backend's fault, and the lease goes back at once.
+                // Not the backend's fault, and the lease goes back at once (waking others, not us).
                 tracing::debug!(backend = %address, error = %e, "cannot create a backend socket");
                 drop(lease);
-                self.queue_dirty = true;
                 if e.raw_os_error().is_some_and(limits::is_starvation) {
                     // No descriptor right now: wait in the queue (keeping place and deadline) for one to
                     // free up, rather than reset a client the kernel already connected.
                     self.gate.fd_starved(&e);
-                    self.short_of_fds = true;
+                    self.fd_retry_at.get_or_insert(self.now_ms + FD_RETRY_MS);
                     if let Some(conn) = self.conns.get_mut(index, generation) {
                         conn.waiting_for_fd = true;
                     }

@@ -328,6 +328,10 @@ impl Worker {
         }
         drop(conn);
         self.gate.release();
+        if self.fd_retry_at.is_some() {
+            // Descriptors just came free: a connection waiting for one may proceed.
+            self.queue_dirty = true;
+        }
         self.stats.connections.set(self.conns.len() as u64);
     }
 

@@ -236,6 +236,7 @@ impl Worker {
     /// Shutdown: stop accepting now, let connections finish until the drain deadline.
     pub(super) fn begin_drain(&mut self) {
         self.drain_deadline_ms = Some(self.now_ms + self.config.drain_timeout.as_millis() as u64);
+        self.accept_paused = false;
         self.gate.unpause(self.config.index);
         for index in 0..self.listeners.len() {
             if let Some(slot) = &self.listeners[index].1

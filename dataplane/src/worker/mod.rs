@@ -43,6 +43,8 @@ use timers::Timers;
 pub const TURN_BUDGET: usize = 512 * 1024;
 /// Delay before re-arming an accept that failed for lack of descriptors or memory.
 const ACCEPT_RETRY_MS: u64 = 100;
+/// Delay before queued connections short of a descriptor try again (a close on this worker retries at once).
+const FD_RETRY_MS: u64 = 10;
 /// After the drain deadline, how long reset connections get to return their ops before the worker exits.
 const ABORT_GRACE_MS: u64 = 1_000;
 /// Longest sleep without a timer, so a missed wake-up can never stall a worker for long (short in unit
@@ -135,8 +137,8 @@ pub struct Worker {
     drain_deadline_ms: Option<u64>,
     /// A slot may have freed up: give the queue a try.
     queue_dirty: bool,
-    /// A queued connection waits for a descriptor for its backend socket: retry the queue every turn.
-    short_of_fds: bool,
+    /// A queued connection waits for a descriptor for its backend socket: retry the queue at this time.
+    fd_retry_at: Option<u64>,
 }
 
 impl Worker {
@@ -165,7 +167,7 @@ impl Worker {
             now_ms: 0,
             drain_deadline_ms: None,
             queue_dirty: false,
-            short_of_fds: false,
+            fd_retry_at: None,
             published: shared.published,
             gate: shared.gate,
             config,
@@ -204,7 +206,11 @@ impl Worker {
         self.compact_timers();
         self.retry_listeners();
         self.check_pause();
-        if self.queue_dirty || self.short_of_fds {
+        if self.fd_retry_at.is_some_and(|at| at <= self.now_ms) {
+            self.fd_retry_at = None;
+            self.queue_dirty = true;
+        }
+        if self.queue_dirty {
             self.queue_dirty = false;
             self.serve_queue();
         }
@@ -237,6 +243,9 @@ impl Worker {
         }
         if let Some(deadline) = self.drain_deadline_ms {
             until = until.min(deadline.max(self.now_ms + 1));
+        }
+        if let Some(at) = self.fd_retry_at {
+            until = until.min(at);
         }
         for (_, slot) in &self.listeners {
             if let Some(ListenerSlot {

@@ -122,14 +122,26 @@ fn closing_backend() -> SocketAddr {
     address
 }
 
-#[test]
-fn a_queued_connection_whose_backend_socket_fails_stays_queued_once_and_then_connects() {
+/// A worker with one client queued for a one-slot cluster whose slot the test holds.
+fn queued_behind_the_only_slot() -> (
+    TestWorker,
+    Arc<ClusterRoute>,
+    Lease,
+    UnixStream,
+    TcpListener,
+) {
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let route = route(&[backend.local_addr().unwrap()], 1, Timeouts::default());
     let mut t = TestWorker::new(ForwardMode::PollSplice);
     let held = Lease::acquire(&route.slot, &route.backends[0].slot).unwrap();
-    let _client = t.connect_client(&route);
+    let client = t.connect_client(&route);
     assert_eq!(route.slot.waiters(), 1, "the only slot is taken: queued");
+    (t, route, held, client, backend)
+}
+
+#[test]
+fn a_queued_connection_whose_backend_socket_fails_stays_queued_once_and_then_connects() {
+    let (mut t, route, held, _client, _backend) = queued_behind_the_only_slot();
 
     // The slot frees up, but the backend socket cannot be created (descriptors exhausted).
     crate::sys::faults::fail_sockets(1, libc::EMFILE);
@@ -149,11 +161,7 @@ fn a_queued_connection_whose_backend_socket_fails_stays_queued_once_and_then_con
 
 #[test]
 fn a_backend_socket_that_cannot_be_created_for_another_reason_ends_the_connection() {
-    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
-    let route = route(&[backend.local_addr().unwrap()], 1, Timeouts::default());
-    let mut t = TestWorker::new(ForwardMode::PollSplice);
-    let held = Lease::acquire(&route.slot, &route.backends[0].slot).unwrap();
-    let _client = t.connect_client(&route);
+    let (mut t, route, held, _client, _backend) = queued_behind_the_only_slot();
     crate::sys::faults::fail_sockets(1, libc::EAFNOSUPPORT);
     drop(held);
     t.worker.serve_queue();
