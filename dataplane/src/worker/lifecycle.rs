@@ -90,13 +90,14 @@ impl Worker {
         }
     }
 
-    /// Runs one direction in the inline modes (`poll-splice`, `copy`); `copy_only` forces the copy path
-    /// (`uring-splice` without a pipe).
+    /// Runs one direction in the inline modes (`poll-splice`, `copy`).
     pub(super) fn drive(&mut self, index: u32, generation: u32, direction: Direction) {
         let copy = self.config.forward == ForwardMode::Copy;
         self.pump_inline(index, generation, direction, copy);
     }
 
+    /// One inline turn of a direction; `copy` forces the buffered path (also `uring-splice`'s path when it
+    /// has no pipe).
     fn pump_inline(&mut self, index: u32, generation: u32, direction: Direction, copy: bool) {
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
