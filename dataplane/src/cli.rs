@@ -107,6 +107,17 @@ pub struct Config {
         value_name = "BYTES", default_value_t = 64 * 1024)]
     pub buffer_size: usize,
 
+    /// Connections the whole dataplane holds at most (each also has a backend socket). At the cap, new
+    /// clients wait in the kernel's accept queue until a connection ends. 0 derives it from RLIMIT_NOFILE:
+    /// (limit − reserve) × 2/5, leaving descriptors for pipes; the reserve is max(128, limit/64).
+    #[arg(
+        long,
+        env = "RINGWAY_MAX_CONNECTIONS_TOTAL",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    pub max_connections_total: u32,
+
     /// Connections that may wait for a free backend slot, per worker; beyond it new connections are closed.
     #[arg(
         long,
@@ -198,6 +209,7 @@ mod tests {
             "RINGWAY_RING_ENTRIES",
             "RINGWAY_PIPE_SIZE",
             "RINGWAY_QUEUE_SIZE",
+            "RINGWAY_MAX_CONNECTIONS_TOTAL",
         ] {
             assert!(help.contains(var), "--help does not mention {var}");
         }

@@ -7,7 +7,9 @@
 //! - [`state_file`]: the last applied snapshot on disk.
 //! - [`routing`]: routing tables, cross-core connection counters, listening sockets, publication.
 //! - [`worker`]: the per-core io_uring event loop and connection state machines.
-//! - [`pipes`]: pools of splice pipes and copy buffers.
+//! - [`pipes`]: pools of splice pipes and copy buffers, within a process-wide pipe budget.
+//! - [`limits`]: the descriptor plan and the process-wide connection cap.
+//! - [`close`]: why a session ended (a typed reason, counted per service).
 //! - [`admin`]: the status endpoint (`/status`, `/stats`, `/metrics`, `/config`, `/`).
 //! - [`takeover`]: handing listening sockets to a new dataplane binary; [`detach`]: the reload command.
 //! - [`notify`]: readiness reports to systemd and to a `--detach` parent.
@@ -19,7 +21,9 @@
 
 pub mod admin;
 pub mod cli;
+pub mod close;
 pub mod detach;
+pub mod limits;
 pub mod notify;
 pub mod pipes;
 pub mod probe;
@@ -40,18 +44,28 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use cli::Config;
+use limits::Limits;
 use routing::{ListenerSockets, Published, Serving, TableBuilder, Wakers};
 use subscriber::Subscriber;
 use takeover::TakeoverServer;
 use worker::forward::ForwardMode;
 use worker::ring::RingConfig;
 use worker::stats::WorkerStats;
-use worker::{WorkerConfig, spawn_workers};
+use worker::{Shared, WorkerConfig, spawn_workers};
 
 /// How often the main thread looks for signals, dead workers and readiness.
 const SUPERVISE_TICK: Duration = Duration::from_millis(50);
 
 type Workers = Vec<JoinHandle<std::io::Result<()>>>;
+
+/// What starting the workers sets up: the published tables, each worker's statistics, the process-wide
+/// limits, and the threads.
+struct Started {
+    published: Arc<Published>,
+    stats: Vec<Arc<WorkerStats>>,
+    limits: Limits,
+    handles: Workers,
+}
 
 /// Runs the dataplane until SIGTERM/SIGINT (or a successor's takeover) has drained it. Errors are start-up
 /// failures or a dead worker.
@@ -61,7 +75,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let uring_splice = config.forward == ForwardMode::UringSplice;
     probe::check(config.ring_entries, uring_splice)?;
-    let (published, stats, handles) = start_workers(&config)?;
+    let Started {
+        published,
+        stats,
+        limits,
+        handles,
+    } = start_workers(&config)?;
     let workers = published.workers();
 
     let takeover_path = config.takeover_path();
@@ -127,6 +146,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let state = admin::AdminState {
             published: Arc::clone(&published),
             workers: stats.clone(),
+            limits: limits.clone(),
         };
         let (bound, socket) = admin::start(address, inherited_admin, state)?;
         Some((bound, socket))
@@ -167,9 +187,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Creates the shared state and starts one pinned worker per core (or `--workers`).
-fn start_workers(
-    config: &Config,
-) -> anyhow::Result<(Arc<Published>, Vec<Arc<WorkerStats>>, Workers)> {
+fn start_workers(config: &Config) -> anyhow::Result<Started> {
     let uring_splice = config.forward == ForwardMode::UringSplice;
     let cores: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
@@ -181,7 +199,13 @@ fn start_workers(
         n => n,
     };
     let wakers = Arc::new(Wakers::new(workers).context("creating worker eventfds")?);
-    let published = Arc::new(Published::new(wakers));
+    let published = Arc::new(Published::new(Arc::clone(&wakers)));
+    let limits = Limits::establish(
+        config.max_connections_total,
+        config.pipe_size,
+        workers,
+        wakers,
+    );
     let stats: Vec<Arc<WorkerStats>> = (0..workers)
         .map(|_| Arc::new(WorkerStats::default()))
         .collect();
@@ -194,17 +218,27 @@ fn start_workers(
                 iowq_max_workers: uring_splice.then_some(config.iowq_max_workers),
             },
             forward: config.forward,
-            pipe_size: config.pipe_size,
             buffer_size: config.buffer_size,
             queue_limit: config.queue_size,
             drain_timeout: config.drain_timeout,
             access_log: config.access_log,
         })
         .collect();
-    let handles = spawn_workers(configs, &published, &stats)
-        .map_err(|e| probe::explain(e, config.ring_entries))?;
+    let shared = |index: usize| Shared {
+        published: Arc::clone(&published),
+        stats: Arc::clone(&stats[index]),
+        gate: Arc::clone(&limits.gate),
+        pipes: Arc::clone(&limits.pipes),
+    };
+    let handles =
+        spawn_workers(configs, shared).map_err(|e| probe::explain(e, config.ring_entries))?;
     tracing::info!(workers, forward = ?config.forward, pinned = !config.no_pin, "workers started");
-    Ok((published, stats, handles))
+    Ok(Started {
+        published,
+        stats,
+        limits,
+        handles,
+    })
 }
 
 /// Watches signals, workers and readiness until the dataplane has drained.

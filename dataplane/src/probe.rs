@@ -33,11 +33,19 @@ pub enum ProbeError {
         "this kernel's io_uring lacks features Ringway needs ({what}); Linux 6.1 or newer is required"
     )]
     TooOld { what: String },
+    #[error(
+        "io_uring refused a ring of {entries} submission entries ({source}); the kernel allows at most \
+         32768 (and 65536 completion entries): lower --ring-entries. If the size is not the cause, this \
+         kernel lacks a setup flag Ringway needs (Linux 6.1 or newer)"
+    )]
+    Refused { entries: u32, source: io::Error },
     #[error("cannot create an io_uring: {source}")]
     Other { source: io::Error },
 }
 
 const SYSCTL: &str = "/proc/sys/kernel/io_uring_disabled";
+/// The kernel's largest submission queue (`IORING_MAX_ENTRIES`).
+const MAX_SQ_ENTRIES: u32 = 32_768;
 
 /// Creates and drops a ring like the workers will, and checks the ops they use.
 pub fn check(entries: u32, needs_uring_splice: bool) -> Result<(), ProbeError> {
@@ -89,6 +97,12 @@ pub fn explain(error: io::Error, entries: u32) -> ProbeError {
             limit: memlock_limit(),
         },
         Some(libc::ENOSYS) => ProbeError::Missing { source: error },
+        // EINVAL is both "unknown setup flag" (an old kernel) and "too many entries": name both, size first
+        // when the size is out of range.
+        Some(libc::EINVAL) if entries > MAX_SQ_ENTRIES => ProbeError::Refused {
+            entries,
+            source: error,
+        },
         Some(libc::EINVAL) => ProbeError::TooOld {
             what: format!("ring setup flags refused: {error}"),
         },
@@ -122,6 +136,11 @@ mod tests {
         );
         let old = explain(io::Error::from_raw_os_error(libc::EINVAL), 1024).to_string();
         assert!(old.contains("6.1"), "{old}");
+        let big = explain(io::Error::from_raw_os_error(libc::EINVAL), 65_536).to_string();
+        assert!(
+            big.contains("--ring-entries") && big.contains("32768"),
+            "a ring too large is named as such: {big}"
+        );
         let perm = explain(io::Error::from_raw_os_error(libc::EPERM), 1024).to_string();
         assert!(
             perm.contains("io_uring_disabled") || perm.contains("seccomp"),

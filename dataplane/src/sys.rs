@@ -62,6 +62,13 @@ pub fn set_pipe_size(pipe: BorrowedFd<'_>, size: usize) -> io::Result<usize> {
     Ok(granted as usize)
 }
 
+/// A pipe's real capacity in bytes (`F_GETPIPE_SZ`).
+pub fn pipe_size(pipe: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: F_GETPIPE_SZ takes no argument and touches no memory of ours.
+    let size = check(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_GETPIPE_SZ) })?;
+    Ok(size as usize)
+}
+
 /// A non-blocking, close-on-exec eventfd used to wake a worker's ring.
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd has no pointer arguments.
@@ -87,6 +94,10 @@ pub fn eventfd_drain(fd: BorrowedFd<'_>) {
 
 /// A non-blocking, close-on-exec TCP socket of `addr`'s family, with `TCP_NODELAY`.
 pub fn tcp_socket_for(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    #[cfg(test)]
+    if let Some(errno) = faults::take_socket_failure() {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -148,6 +159,14 @@ pub fn set_linger_zero(fd: BorrowedFd<'_>) {
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
         )
     };
+}
+
+/// Bytes received on a socket and not yet read (`FIONREAD`); 0 if it cannot be asked.
+pub fn unread_bytes(fd: BorrowedFd<'_>) -> usize {
+    let mut count: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into memory we own.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut count) };
+    if ret < 0 { 0 } else { count.max(0) as usize }
 }
 
 /// Sends FIN after the queued bytes: the half-close the other side asked for.
@@ -389,6 +408,33 @@ pub fn memlock_limit() -> Option<Option<u64>> {
     Some((limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur))
 }
 
+/// Raises the soft RLIMIT_NOFILE to the hard limit (as far as `fs.nr_open` allows) and returns the soft
+/// limit now in force. Descriptors are the dataplane's capacity: nothing is gained by a lower soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into memory we own.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let wanted = limit.rlim_max.min(nr_open);
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit from memory we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = wanted;
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
 /// A CPU set holding only `core`, for pinning io-wq helpers (used only by `uring-splice`).
 pub fn cpu_set_of(core: usize) -> libc::cpu_set_t {
     // SAFETY: cpu_set_t is a plain bit array for which all-zero is the valid empty set.
@@ -396,6 +442,64 @@ pub fn cpu_set_of(core: usize) -> libc::cpu_set_t {
     // SAFETY: CPU_SET only writes inside `set`; `core` is bounded by the number of cores.
     unsafe { libc::CPU_SET(core, &mut set) };
     set
+}
+
+/// Faults unit tests inject into this thread's system calls, for failures a test cannot otherwise cause
+/// without starving the whole test process (descriptor exhaustion).
+#[cfg(test)]
+pub mod faults {
+    use std::cell::Cell;
+
+    thread_local! {
+        static SOCKET_FAILURES: Cell<(u32, i32)> = const { Cell::new((0, 0)) };
+    }
+
+    /// The next `count` backend sockets created on this thread fail with `errno`.
+    pub fn fail_sockets(count: u32, errno: i32) {
+        SOCKET_FAILURES.with(|f| f.set((count, errno)));
+    }
+
+    /// Drops CAP_SYS_RESOURCE and CAP_SYS_ADMIN from this thread's effective set (capabilities are per
+    /// thread), so the kernel applies the per-user pipe limits to it as to an unprivileged dataplane.
+    pub fn drop_resource_capabilities() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy, Default)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const VERSION_3: u32 = 0x2008_0522;
+        const CAP_SYS_ADMIN: u32 = 21;
+        const CAP_SYS_RESOURCE: u32 = 24;
+        let mut header = Header {
+            version: VERSION_3,
+            pid: 0,
+        };
+        let mut data = [Data::default(); 2];
+        // SAFETY: capget writes one header and two data structs, which we own, for the calling thread.
+        let got = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+        assert_eq!(got, 0, "capget: {}", std::io::Error::last_os_error());
+        data[0].effective &= !((1 << CAP_SYS_ADMIN) | (1 << CAP_SYS_RESOURCE));
+        // SAFETY: capset reads the same structs; it changes only the calling thread's credentials.
+        let set = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        assert_eq!(set, 0, "capset: {}", std::io::Error::last_os_error());
+    }
+
+    pub(super) fn take_socket_failure() -> Option<i32> {
+        SOCKET_FAILURES.with(|f| {
+            let (count, errno) = f.get();
+            (count > 0).then(|| {
+                f.set((count - 1, errno));
+                errno
+            })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -201,3 +201,25 @@ pub fn read_name(stream: &mut TcpStream) -> std::io::Result<String> {
     }
     Ok(String::from_utf8_lossy(&name).into_owned())
 }
+
+/// Runs a test's own `handler` on every accepted connection (on its own thread): for backends that
+/// misbehave on purpose (flood, reset, half-close).
+pub struct ScriptedBackend {
+    server: Server,
+}
+
+impl ScriptedBackend {
+    pub fn start(handler: impl Fn(&mut TcpStream) + Send + Sync + 'static) -> Self {
+        Self {
+            server: Server::start(handler),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.server.port
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.server.counters
+    }
+}

@@ -21,11 +21,23 @@ impl Harness {
         controlplane_args: &[&str],
         dataplane_args: &[&str],
     ) -> Self {
+        Self::start_limited(services, controlplane_args, dataplane_args, None)
+    }
+
+    /// Like [`Harness::start`], with the dataplane's RLIMIT_NOFILE set to `nofile` (see
+    /// [`Dataplane::start_limited`]).
+    pub fn start_limited(
+        services: &[Service],
+        controlplane_args: &[&str],
+        dataplane_args: &[&str],
+        nofile: Option<u64>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = ServicesFile::new(dir.path());
         file.write(services);
         let controlplane = Controlplane::start(dir.path(), &file.path, controlplane_args);
-        let mut dataplane = Dataplane::start(dir.path(), &controlplane.socket, dataplane_args);
+        let mut dataplane =
+            Dataplane::start_limited(dir.path(), &controlplane.socket, dataplane_args, nofile);
         dataplane.wait_applied(1);
         Self {
             dir,

@@ -75,3 +75,29 @@ pub fn accepted_total(stats: &serde_json::Value) -> u64 {
         .map(|w| w["accepted"].as_u64().unwrap_or(0))
         .sum()
 }
+
+/// One service of a `/stats` document, if it is listed.
+pub fn find_service<'a>(
+    stats: &'a serde_json::Value,
+    service: &str,
+) -> Option<&'a serde_json::Value> {
+    stats["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == service)
+}
+
+/// Connections of `service` that ended for `reason` (`/stats` → `services[].closes`); 0 if not listed.
+pub fn close_count(stats: &serde_json::Value, service: &str, reason: &str) -> u64 {
+    find_service(stats, service)
+        .and_then(|s| s["closes"][reason].as_u64())
+        .unwrap_or(0)
+}
+
+/// Sum of one per-worker figure of a `/stats` document (0 where absent).
+pub fn workers_sum(stats: &serde_json::Value, field: &str) -> u64 {
+    stats["workers"]
+        .as_array()
+        .map(|w| w.iter().map(|w| w[field].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0)
+}

@@ -16,13 +16,15 @@ pub mod fake_controlplane;
 pub mod harness;
 pub mod help;
 pub mod http;
+pub mod load;
 pub mod net;
+pub mod observe;
 pub mod procs;
 pub mod services;
 pub mod supervised;
 pub mod traffic;
 
-pub use backends::{EchoBackend, NamedBackend, read_name};
+pub use backends::{EchoBackend, NamedBackend, ScriptedBackend, read_name};
 pub use etcd::Etcd;
 pub use harness::Harness;
 pub use net::{free_port, wait_until};

@@ -245,6 +245,12 @@ impl Dataplane {
     /// Starts a dataplane with 2 workers (every test machine has at least the cores to pin them or runs them
     /// unpinned) and a state file in `dir`.
     pub fn start(dir: &Path, socket: &Path, extra: &[&str]) -> Self {
+        Self::start_limited(dir, socket, extra, None)
+    }
+
+    /// Like [`Dataplane::start`], with RLIMIT_NOFILE (soft and hard) set to `nofile` through `prlimit`,
+    /// which then executes the dataplane (same pid).
+    pub fn start_limited(dir: &Path, socket: &Path, extra: &[&str], nofile: Option<u64>) -> Self {
         let state_file = dir.join("dataplane.snapshot");
         let state = state_file.display().to_string();
         let socket = socket.display().to_string();
@@ -267,7 +273,18 @@ impl Dataplane {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let log = unique(dir, "dataplane", "log");
-        let proc = Proc::spawn("ringway-dataplane", &args, log, &[]);
+        let proc = match nofile {
+            None => Proc::spawn("ringway-dataplane", &args, log, &[]),
+            Some(n) => {
+                let mut wrapped = vec![
+                    format!("--nofile={n}"),
+                    "--".to_string(),
+                    bin("ringway-dataplane").display().to_string(),
+                ];
+                wrapped.extend(args);
+                Proc::spawn_path(Path::new("/usr/bin/prlimit"), &wrapped, log, &[])
+            }
+        };
         Self { proc, state_file }
     }
 

@@ -41,44 +41,67 @@ pub fn send_pattern(stream: &mut TcpStream, seed: u64, len: usize) -> std::io::R
 
 /// Reads until EOF and checks the bytes are exactly `len` pattern bytes for `seed`.
 pub fn expect_pattern(stream: &mut TcpStream, seed: u64, len: usize) -> Result<(), String> {
-    let mut pattern = Pattern::new(seed);
-    let mut expected = vec![0u8; CHUNK];
+    let mut check = PatternCheck::new(seed, len);
     let mut got = vec![0u8; CHUNK];
-    let (mut received, mut pending) = (0usize, 0usize);
     loop {
         let n = stream
-            .read(&mut got[pending..])
-            .map_err(|e| format!("read after {received} bytes: {e}"))?;
+            .read(&mut got)
+            .map_err(|e| format!("read after {} bytes: {e}", check.received()))?;
         if n == 0 {
-            break;
+            return check.finish();
         }
-        pending += n;
-        // Compare whole generator blocks of 8 bytes; keep any remainder for the next read.
-        let whole = pending - pending % 8;
-        if whole > 0 {
-            if received + whole > len {
-                return Err(format!("more than the {len} bytes sent"));
-            }
-            pattern.fill(&mut expected[..whole]);
-            if got[..whole] != expected[..whole] {
-                return Err(format!("corrupt bytes after offset {received}"));
-            }
-            received += whole;
-            got.copy_within(whole..pending, 0);
-            pending -= whole;
+        check.check(&got[..n])?;
+    }
+}
+
+/// Checks received bytes against the pattern of a seed, in pieces of any length.
+pub struct PatternCheck {
+    pattern: PatternStream,
+    expected: Vec<u8>,
+    received: usize,
+    len: usize,
+}
+
+impl PatternCheck {
+    /// Expects exactly `len` pattern bytes for `seed`.
+    pub fn new(seed: u64, len: usize) -> Self {
+        Self {
+            pattern: PatternStream::new(seed),
+            expected: Vec::new(),
+            received: 0,
+            len,
         }
     }
-    if pending > 0 {
-        pattern.fill(&mut expected[..pending]);
-        if got[..pending] != expected[..pending] {
-            return Err(format!("corrupt tail after offset {received}"));
+
+    pub fn received(&self) -> usize {
+        self.received
+    }
+
+    /// Checks the next piece received.
+    pub fn check(&mut self, got: &[u8]) -> Result<(), String> {
+        if self.received + got.len() > self.len {
+            return Err(format!("more than the {} bytes sent", self.len));
         }
-        received += pending;
+        self.expected.resize(got.len(), 0);
+        self.pattern.fill(&mut self.expected);
+        if got != self.expected.as_slice() {
+            return Err(format!("corrupt bytes after offset {}", self.received));
+        }
+        self.received += got.len();
+        Ok(())
     }
-    if received != len {
-        return Err(format!("received {received} of {len} bytes"));
+
+    /// At the end of the stream: everything arrived.
+    pub fn finish(&self) -> Result<(), String> {
+        if self.received == self.len {
+            Ok(())
+        } else {
+            Err(format!(
+                "clean end after {} of {} bytes",
+                self.received, self.len
+            ))
+        }
     }
-    Ok(())
 }
 
 /// One echo round trip of `len` bytes: writes on a second thread while reading, so neither side stalls.
@@ -90,4 +113,55 @@ pub fn echo_round_trip(port: u16, seed: u64, len: usize) -> Result<(), String> {
     let sent = sender.join().map_err(|_| "sender panicked".to_string())?;
     sent.map_err(|e| format!("write: {e}"))?;
     result
+}
+
+/// The byte stream of [`Pattern`] for a seed, in pieces of any length: `fill(a)` then `fill(b)` gives the
+/// same bytes as one `fill` of `a.len() + b.len()` (and as [`send_pattern`] of that length).
+pub struct PatternStream {
+    pattern: Pattern,
+    block: [u8; 8],
+    /// Bytes of `block` already handed out.
+    used: usize,
+}
+
+impl PatternStream {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            pattern: Pattern::new(seed),
+            block: [0; 8],
+            used: 8,
+        }
+    }
+
+    pub fn fill(&mut self, mut out: &mut [u8]) {
+        while !out.is_empty() {
+            if self.used == 8 {
+                self.pattern.fill(&mut self.block);
+                self.used = 0;
+            }
+            let n = (8 - self.used).min(out.len());
+            out[..n].copy_from_slice(&self.block[self.used..self.used + n]);
+            self.used += n;
+            out = &mut out[n..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_stream_matches_the_pattern_in_any_pieces() {
+        let mut whole = vec![0u8; 1000];
+        Pattern::new(7).fill(&mut whole);
+        let mut stream = PatternStream::new(7);
+        let mut pieces = Vec::new();
+        for len in [1, 7, 8, 13, 100, 871] {
+            let mut piece = vec![0u8; len];
+            stream.fill(&mut piece);
+            pieces.extend(piece);
+        }
+        assert_eq!(pieces, whole);
+    }
 }

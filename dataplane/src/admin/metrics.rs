@@ -79,6 +79,38 @@ pub fn render(view: &StatsView) -> String {
         view.snapshot.applied_at_unix_ms / 1000,
     );
 
+    let l = &view.limits;
+    for (name, help, value) in [
+        ("fd_limit", "RLIMIT_NOFILE in force", l.fd_limit),
+        (
+            "max_connections",
+            "Connections the dataplane holds at most (--max-connections-total or derived)",
+            u64::from(l.max_connections),
+        ),
+        (
+            "connections",
+            "Connections open now, all services",
+            u64::from(l.connections),
+        ),
+        (
+            "accepting",
+            "0 while accepting is paused at the connection cap",
+            u64::from(l.accepting),
+        ),
+        (
+            "max_pipes",
+            "Splice pipes the dataplane holds at most",
+            u64::from(l.max_pipes),
+        ),
+        (
+            "pipes",
+            "Splice pipes open now (in use and idle)",
+            u64::from(l.pipes),
+        ),
+    ] {
+        set(&f.gauge(name, help, &[]), &[], value);
+    }
+
     let svc = ["service"];
     let svc_conns = f.gauge(
         "service_connections",
@@ -94,6 +126,11 @@ pub fn render(view: &StatsView) -> String {
         "service_queued_connections",
         "Connections waiting for a free backend slot",
         &svc,
+    );
+    let svc_closed = f.counter(
+        "service_closed_connections_total",
+        "Connections of a service that ended, by reason",
+        &["service", "reason"],
     );
     let be = ["service", "backend"];
     let be_conns = f.gauge("backend_connections", "Open connections to a backend", &be);
@@ -133,6 +170,9 @@ pub fn render(view: &StatsView) -> String {
         set(&svc_conns, &[name], u64::from(service.connections));
         set(&svc_max, &[name], u64::from(service.max_connections));
         set(&svc_queued, &[name], u64::from(service.queued));
+        for (reason, n) in &service.closes {
+            count(&svc_closed, &[name, reason], *n);
+        }
         for backend in &service.backends {
             let labels = [name, backend.address.as_str()];
             set(&be_conns, &labels, u64::from(backend.connections));
@@ -173,6 +213,16 @@ pub fn render(view: &StatsView) -> String {
         "Connections a worker ended early, by reason",
         &["worker", "reason"],
     );
+    let w_pipes = f.gauge(
+        "worker_idle_pipes",
+        "Empty splice pipes a worker keeps for reuse",
+        &w,
+    );
+    let w_copied = f.counter(
+        "worker_copied_turns_total",
+        "Splice turns that copied through a buffer because no pipe could be had",
+        &w,
+    );
     let w_bytes = f.counter(
         "worker_forwarded_bytes_total",
         "Bytes a worker delivered, by direction",
@@ -195,6 +245,8 @@ pub fn render(view: &StatsView) -> String {
         ] {
             count(&w_errors, &[&index, reason], value);
         }
+        set(&w_pipes, &[&index], worker.pipes_idle);
+        count(&w_copied, &[&index], worker.copied_turns);
         count(&w_bytes, &[&index, "in"], worker.bytes_in);
         count(&w_bytes, &[&index, "out"], worker.bytes_out);
     }

@@ -24,6 +24,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::limits::Limits;
 use crate::routing::{Published, Serving};
 use crate::worker::stats::WorkerStats;
 
@@ -38,6 +39,7 @@ const MAX_CONCURRENT: usize = 16;
 pub struct AdminState {
     pub published: Arc<Published>,
     pub workers: Vec<Arc<WorkerStats>>,
+    pub limits: Limits,
 }
 
 /// Why the endpoint could not start.
@@ -140,19 +142,19 @@ pub fn respond(request: &Request, state: &AdminState) -> Response {
             Serving::Initializing => Response::text(503, "Service Unavailable", "INITIALIZING\n"),
             Serving::Draining => Response::text(503, "Service Unavailable", "DRAINING\n"),
         },
-        "/stats" => json(&StatsView::collect(&state.published, &state.workers)),
+        "/stats" => json(&StatsView::collect(state)),
         "/metrics" => Response::new(
             200,
             "OK",
             metrics::CONTENT_TYPE,
-            metrics::render(&StatsView::collect(&state.published, &state.workers)),
+            metrics::render(&StatsView::collect(state)),
         ),
         "/config" => json(&*state.published.load().snapshot),
         "/" => Response::new(
             200,
             "OK",
             "text/html; charset=utf-8",
-            page::render(&StatsView::collect(&state.published, &state.workers)),
+            page::render(&StatsView::collect(state)),
         ),
         _ => Response::text(
             404,

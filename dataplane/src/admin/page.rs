@@ -103,6 +103,19 @@ fn service_table(out: &mut String, s: &ServiceView, listen: &[String]) {
         backend_row(out, b);
     }
     out.push_str("</table>");
+    let ended: Vec<String> = s
+        .closes
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !ended.is_empty() {
+        let _ = write!(
+            out,
+            "<p class=\"meta\">ended: {}</p>",
+            escape(&ended.join(" · "))
+        );
+    }
 }
 
 /// Renders the whole page.
@@ -118,6 +131,21 @@ pub fn render(view: &StatsView) -> String {
         version = view.snapshot.version,
         hash = escape(&view.snapshot.hash),
         services = view.services.len(),
+    );
+    let l = &view.limits;
+    let _ = write!(
+        out,
+        "<p class=\"meta\">{conns} of {max} connections{paused} · {pipes} of {max_pipes} pipes · descriptor limit {fds}</p>",
+        conns = l.connections,
+        max = l.max_connections,
+        paused = if l.accepting {
+            ""
+        } else {
+            " (at the cap: accepting paused)"
+        },
+        pipes = l.pipes,
+        max_pipes = l.max_pipes,
+        fds = l.fd_limit,
     );
     for service in &view.services {
         let listen: Vec<String> = view

@@ -4,20 +4,42 @@
 //! Byte counters follow HAProxy's naming: `bytes_in` came from clients (and went to the backend),
 //! `bytes_out` came from the backend (and went to clients).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::routing::{BackendSlot, Published, Serving, slots::UNLIMITED};
-use crate::worker::stats::WorkerStats;
+use super::AdminState;
+use crate::routing::{BackendSlot, Serving, slots::UNLIMITED};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsView {
     pub status: &'static str,
     pub snapshot: SnapshotInfo,
+    pub limits: LimitsView,
     pub listeners: Vec<ListenerView>,
     pub services: Vec<ServiceView>,
     pub workers: Vec<WorkerView>,
+}
+
+/// The process-wide budgets: descriptors, the connection cap and splice pipes.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsView {
+    /// RLIMIT_NOFILE in force.
+    pub fd_limit: u64,
+    /// Descriptors kept for listeners, the admin endpoint and the like.
+    pub fd_reserve: u64,
+    /// `--max-connections-total`, or derived from the descriptor limit.
+    pub max_connections: u32,
+    /// Connections open now, all workers together.
+    pub connections: u32,
+    /// False while some worker stopped accepting at the cap (clients wait in the accept queue).
+    pub accepting: bool,
+    /// Splice pipes the process may hold, and holds now (in use and idle).
+    pub max_pipes: u32,
+    pub pipes: u32,
+    pub pipe_size: usize,
+    /// Full-size pipes this user's `fs.pipe-user-pages-soft` allows, when that limit applies.
+    pub pipes_by_user_pages: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +65,8 @@ pub struct ServiceView {
     pub max_connections: u32,
     /// Connections waiting for a backend slot, all workers together.
     pub queued: u32,
+    /// Sessions ended, by reason (see `docs/operations.md`).
+    pub closes: BTreeMap<&'static str, u64>,
     pub backends: Vec<BackendView>,
 }
 
@@ -78,6 +102,12 @@ pub struct WorkerView {
     pub resets: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Empty splice pipes kept for reuse.
+    pub pipes_idle: u64,
+    /// Splice turns that copied through a buffer because no pipe could be had.
+    pub copied_turns: u64,
+    /// Stopped accepting at the connection cap.
+    pub accept_paused: bool,
 }
 
 pub fn status_word(serving: Serving) -> &'static str {
@@ -89,7 +119,8 @@ pub fn status_word(serving: Serving) -> &'static str {
 }
 
 impl StatsView {
-    pub fn collect(published: &Published, workers: &[Arc<WorkerStats>]) -> Self {
+    pub fn collect(state: &AdminState) -> Self {
+        let (published, workers, limits) = (&state.published, &state.workers, &state.limits);
         let table = published.load();
         let mut services: Vec<ServiceView> = table
             .clusters
@@ -103,6 +134,12 @@ impl StatsView {
                 connections: cluster.slot.active(),
                 max_connections: cluster.slot.limit(),
                 queued: cluster.slot.waiters(),
+                closes: cluster
+                    .slot
+                    .closes
+                    .all()
+                    .map(|(reason, n)| (reason.name(), n))
+                    .collect(),
                 backends: cluster
                     .backends
                     .iter()
@@ -133,6 +170,17 @@ impl StatsView {
                 hash: format!("{:016x}", table.hash),
                 applied_at_unix_ms: published.applied_at_unix_ms(),
             },
+            limits: LimitsView {
+                fd_limit: limits.plan.nofile,
+                fd_reserve: limits.plan.reserve,
+                max_connections: limits.gate.limit(),
+                connections: limits.gate.open(),
+                accepting: !limits.gate.any_paused(),
+                max_pipes: limits.pipes.limit(),
+                pipes: limits.pipes.live(),
+                pipe_size: limits.pipes.pipe_size(),
+                pipes_by_user_pages: limits.pipes_by_user_pages,
+            },
             listeners: table
                 .listeners
                 .iter()
@@ -162,6 +210,9 @@ impl StatsView {
                     resets: w.resets.get(),
                     bytes_in: w.bytes_up.get(),
                     bytes_out: w.bytes_down.get(),
+                    pipes_idle: w.pipes_idle.get(),
+                    copied_turns: w.copied_turns.get(),
+                    accept_paused: w.accept_paused.get() != 0,
                 })
                 .collect(),
         }

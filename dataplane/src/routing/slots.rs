@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-use super::wake::Wakers;
+use super::wake::{self, Wakers};
+use crate::close::CloseCounts;
 
 /// Stored as the limit when a backend has none.
 pub const UNLIMITED: u32 = u32::MAX;
@@ -155,15 +156,22 @@ impl BackendSlot {
     }
 }
 
-/// Per-cluster state shared by all cores: the service-wide connection bound and the queue census.
+/// Per-cluster state shared by all cores: the service-wide connection bound, the queue census and why
+/// sessions ended.
 #[derive(Debug)]
 pub struct ClusterSlot {
     pub name: String,
     gauge: CachePadded<Gauge>,
-    /// Connections waiting in some worker's queue for this cluster. Releasing a slot wakes the workers
-    /// only when this is non-zero, so the common case costs no cross-core signal.
+    /// Connections waiting in some worker's queue for this cluster. Releasing a slot wakes workers only
+    /// when this is non-zero, so the common case costs no cross-core signal.
     waiters: AtomicU32,
+    /// The same per worker, each written by its own worker: a released slot wakes only the workers that
+    /// have someone waiting, not every worker (a thundering herd under saturation).
+    waiting: Box<[AtomicU32]>,
     wakers: Arc<Wakers>,
+    /// Sessions of this service ended, per reason; kept across snapshots like the slot itself. On its own
+    /// cache lines: counted on every close, it must not disturb `waiters`, read on every release.
+    pub closes: CachePadded<CloseCounts>,
 }
 
 impl ClusterSlot {
@@ -172,7 +180,9 @@ impl ClusterSlot {
             name,
             gauge: CachePadded::new(Gauge::new(limit)),
             waiters: AtomicU32::new(0),
+            waiting: (0..wakers.len()).map(|_| AtomicU32::new(0)).collect(),
             wakers,
+            closes: CachePadded::new(CloseCounts::default()),
         }
     }
 
@@ -193,11 +203,20 @@ impl ClusterSlot {
         self.active() >= self.limit()
     }
 
-    pub fn add_waiter(&self) {
+    /// A connection of worker `worker` starts waiting for a slot.
+    pub fn add_waiter(&self, worker: usize) {
+        if let Some(mine) = self.waiting.get(worker) {
+            mine.fetch_add(1, Ordering::AcqRel);
+        }
         self.waiters.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn remove_waiter(&self) {
+    /// A connection of worker `worker` stops waiting (it got a slot, timed out, or left).
+    pub fn remove_waiter(&self, worker: usize) {
+        if let Some(mine) = self.waiting.get(worker) {
+            let before = mine.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(before > 0, "waiter of worker {worker} removed twice");
+        }
         let before = self.waiters.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before > 0, "waiter removed twice");
     }
@@ -206,9 +225,17 @@ impl ClusterSlot {
         self.waiters.load(Ordering::Acquire)
     }
 
+    /// A slot came free: wake the workers with waiters. The releasing worker itself is skipped: it serves
+    /// its own queue after every release without a signal.
     fn released(&self) {
-        if self.waiters.load(Ordering::Acquire) > 0 {
-            self.wakers.wake_all();
+        if self.waiters.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let me = wake::current_worker();
+        for (worker, waiting) in self.waiting.iter().enumerate() {
+            if Some(worker) != me && waiting.load(Ordering::Acquire) > 0 {
+                self.wakers.wake(worker);
+            }
         }
     }
 }
@@ -303,6 +330,21 @@ mod tests {
         );
         drop(first);
         assert!(Lease::acquire(&cluster, &a).is_some());
+    }
+
+    #[test]
+    fn a_released_slot_wakes_only_the_workers_that_have_waiters() {
+        let wakers = Arc::new(Wakers::new(2).unwrap());
+        let cluster = Arc::new(ClusterSlot::new("c".into(), 1, Arc::clone(&wakers)));
+        let backend = Arc::new(BackendSlot::new("127.0.0.1:1".parse().unwrap(), None));
+        let lease = Lease::acquire(&cluster, &backend).unwrap();
+        cluster.add_waiter(0);
+        drop(lease);
+        assert!(wakers.is_signaled(0), "worker 0 waits for this cluster");
+        assert!(
+            !wakers.is_signaled(1),
+            "worker 1 has nobody waiting: waking it is a thundering herd"
+        );
     }
 
     #[test]

@@ -1,10 +1,25 @@
 //! One eventfd per worker, polled by its ring: how other threads get a worker's attention (a new table,
 //! a free slot for its queue, shutdown) without the worker ever blocking on a lock.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use crate::sys;
+
+thread_local! {
+    static CURRENT_WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Marks this thread as worker `index`: whatever it releases need not wake itself.
+pub fn set_current_worker(index: usize) {
+    CURRENT_WORKER.with(|c| c.set(Some(index)));
+}
+
+/// The worker this thread runs, if it is one.
+pub fn current_worker() -> Option<usize> {
+    CURRENT_WORKER.with(Cell::get)
+}
 
 #[derive(Debug)]
 pub struct Wakers {
@@ -38,6 +53,12 @@ impl Wakers {
     /// Called by the worker after a wake-up so the next poll waits for a new signal.
     pub fn reset(&self, worker: usize) {
         sys::eventfd_drain(self.fds[worker].as_fd());
+    }
+
+    /// Whether worker `worker` has a wake-up pending (tests).
+    #[cfg(test)]
+    pub fn is_signaled(&self, worker: usize) -> bool {
+        sys::wait_readable(self.fds[worker].as_fd(), 0).unwrap()
     }
 
     pub fn len(&self) -> usize {

@@ -106,6 +106,10 @@ pub struct Conn {
     pub queued_until_ms: u64,
     /// An entry for this connection is in the timer heap.
     pub timer_armed: bool,
+    /// The direction whose source ended first: who closed first, for the close reason.
+    pub first_eof: Option<Direction>,
+    /// Queued because no descriptor was left for the backend socket (not for want of a backend slot).
+    pub waiting_for_fd: bool,
 }
 
 impl Conn {
@@ -134,6 +138,8 @@ impl Conn {
             opened_ms: now_ms,
             queued_until_ms: 0,
             timer_armed: false,
+            first_eof: None,
+            waiting_for_fd: false,
         }
     }
 
@@ -186,7 +192,8 @@ impl Conn {
     }
 }
 
-const ALL_CONN_OPS: [OpKind; 8] = [
+const ALL_CONN_OPS: [OpKind; 9] = [
+    OpKind::ClientWatch,
     OpKind::Connect,
     OpKind::ConnectTimeout,
     OpKind::PollUp,

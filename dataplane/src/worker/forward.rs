@@ -8,7 +8,9 @@
 //!   io-wq capped and pinned; kept for measurement (see `docs/benchmarks.md`).
 //!
 //! In every mode a direction holds a pipe or buffer only while bytes are in transit, reads only when the
-//! pipe is empty, and reports EOF ([`Step::SourceDone`]) only after every byte read was written.
+//! pipe is empty, and reports EOF ([`Step::SourceDone`]) only after every byte read was written. A splice
+//! direction that can get no pipe (the pipe budget is spent, or descriptors are exhausted) copies that
+//! turn's bytes through a buffer instead: a connection never fails for want of a pipe.
 
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -38,7 +40,16 @@ pub enum Step {
     /// This turn's byte budget is spent; continue later without waiting for readiness.
     Yield,
     /// Reading the source or writing the destination failed: bytes may be lost, so reset both sides.
-    Failed(io::Error),
+    Failed(Side, io::Error),
+}
+
+/// Which socket of a direction an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The socket the direction reads from.
+    Source,
+    /// The socket the direction writes to.
+    Destination,
 }
 
 /// The worker's pipes and buffers.
@@ -46,6 +57,8 @@ pub enum Step {
 pub struct Pools {
     pub pipes: PipePool,
     pub buffers: BufferPool,
+    /// Splice turns that copied through a buffer because no pipe could be had.
+    pub copied_turns: u64,
 }
 
 fn would_block(e: &io::Error) -> bool {
@@ -65,28 +78,41 @@ trait Transit {
     fn capacity(flow: &Flow) -> usize;
 }
 
+/// Splice through a pipe; through a buffer when no pipe can be had.
 struct PipeTransit;
 
 impl Transit for PipeTransit {
     fn drain(flow: &mut Flow, dst: BorrowedFd<'_>) -> io::Result<usize> {
+        if flow.buffer.is_some() {
+            return BufferTransit::drain(flow, dst);
+        }
         let pipe = flow.pipe.as_ref().expect("bytes in transit live in a pipe");
         sys::splice(pipe.read_end(), dst, flow.in_transit)
     }
 
     fn fill(flow: &mut Flow, src: BorrowedFd<'_>, pools: &mut Pools) -> io::Result<usize> {
-        if flow.pipe.is_none() {
-            flow.pipe = Some(pools.pipes.take()?);
+        if flow.pipe.is_none() && flow.buffer.is_none() {
+            match pools.pipes.take() {
+                Some(pipe) => flow.pipe = Some(pipe),
+                None => pools.copied_turns += 1,
+            }
         }
-        let pipe = flow.pipe.as_ref().expect("pipe taken above");
-        sys::splice(src, pipe.write_end(), pipe.capacity())
+        match &flow.pipe {
+            Some(pipe) => sys::splice(src, pipe.write_end(), pipe.capacity()),
+            None => BufferTransit::fill(flow, src, pools),
+        }
     }
 
     fn release(flow: &mut Flow, pools: &mut Pools) {
         release_pipe(flow, pools);
+        BufferTransit::release(flow, pools);
     }
 
     fn capacity(flow: &Flow) -> usize {
-        flow.pipe.as_ref().map_or(0, |p| p.capacity())
+        match &flow.pipe {
+            Some(pipe) => pipe.capacity(),
+            None => BufferTransit::capacity(flow),
+        }
     }
 }
 
@@ -147,7 +173,7 @@ fn pump<T: Transit>(
                     continue;
                 }
                 Err(e) if would_block(&e) => return (Step::AwaitWritable, delivered),
-                Err(e) => return (Step::Failed(e), delivered),
+                Err(e) => return (Step::Failed(Side::Destination, e), delivered),
             }
         }
         if flow.source_closed {
@@ -172,7 +198,7 @@ fn pump<T: Transit>(
                 T::release(flow, pools);
                 return (Step::AwaitReadable, delivered);
             }
-            Err(e) => return (Step::Failed(e), delivered),
+            Err(e) => return (Step::Failed(Side::Source, e), delivered),
         }
     }
 }
@@ -221,13 +247,18 @@ pub enum UringStep {
     },
     AwaitReadable,
     SourceDone,
-    Failed(io::Error),
+    /// No pipe could be had (or a copy is under way): run this turn inline through a buffer
+    /// ([`pump_copy`]).
+    Copy,
 }
 
 /// Decides `uring-splice`'s next op. `after_write` is true right after a write drained the pipe: then a
 /// read that did not fill the pipe last time means the socket is probably empty, so poll first rather
 /// than pay an io-wq round trip for `EAGAIN`.
 pub fn next_uring_step(flow: &mut Flow, pools: &mut Pools, after_write: bool) -> UringStep {
+    if flow.buffer.is_some() {
+        return UringStep::Copy;
+    }
     if flow.in_transit > 0 {
         return UringStep::SpliceOut {
             len: flow.in_transit.min(u32::MAX as usize) as u32,
@@ -243,8 +274,11 @@ pub fn next_uring_step(flow: &mut Flow, pools: &mut Pools, after_write: bool) ->
     }
     if flow.pipe.is_none() {
         match pools.pipes.take() {
-            Ok(pipe) => flow.pipe = Some(pipe),
-            Err(e) => return UringStep::Failed(e),
+            Some(pipe) => flow.pipe = Some(pipe),
+            None => {
+                pools.copied_turns += 1;
+                return UringStep::Copy;
+            }
         }
     }
     let capacity = flow.pipe.as_ref().map(|p| p.capacity()).unwrap_or(0);
@@ -256,16 +290,22 @@ pub fn next_uring_step(flow: &mut Flow, pools: &mut Pools, after_write: bool) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipes::{BufferPool, PipePool};
+    use crate::pipes::{BufferPool, PipeBudget, PipePool};
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    fn pools_with(pipe_budget: u32) -> Pools {
+        Pools {
+            pipes: PipePool::new(Arc::new(PipeBudget::new(pipe_budget, 64 * 1024, 1))),
+            buffers: BufferPool::new(16 * 1024),
+            copied_turns: 0,
+        }
+    }
 
     fn pools() -> Pools {
-        Pools {
-            pipes: PipePool::new(64 * 1024),
-            buffers: BufferPool::new(16 * 1024),
-        }
+        pools_with(u32::MAX)
     }
 
     type Pump = fn(&mut Flow, BorrowedFd<'_>, BorrowedFd<'_>, &mut Pools, usize) -> (Step, usize);
@@ -301,7 +341,7 @@ mod tests {
                     finished = true;
                     break;
                 }
-                Step::Failed(e) => panic!("{e}"),
+                Step::Failed(_, e) => panic!("{e}"),
                 _ => std::thread::yield_now(),
             }
         }
@@ -316,6 +356,25 @@ mod tests {
     #[test]
     fn splice_pump_delivers_everything() {
         delivers_everything_then_eof(pump_splice);
+    }
+
+    /// With no pipe to be had, a splice direction copies through a buffer and still delivers every byte.
+    fn splice_without_pipes(
+        flow: &mut Flow,
+        src: BorrowedFd<'_>,
+        dst: BorrowedFd<'_>,
+        _pools: &mut Pools,
+        budget: usize,
+    ) -> (Step, usize) {
+        let mut no_pipes = pools_with(0);
+        let result = pump_splice(flow, src, dst, &mut no_pipes, budget);
+        assert!(flow.pipe.is_none(), "no pipe was handed out");
+        result
+    }
+
+    #[test]
+    fn splice_pump_without_pipes_copies_and_delivers_everything() {
+        delivers_everything_then_eof(splice_without_pipes);
     }
 
     #[test]
@@ -335,7 +394,10 @@ mod tests {
             let mut pools = pools();
             let mut flow = Flow::default();
             let (step, delivered) = pump(&mut flow, src.as_fd(), dst.as_fd(), &mut pools, 1 << 20);
-            assert!(matches!(step, Step::Failed(_)), "got {step:?}");
+            assert!(
+                matches!(step, Step::Failed(Side::Destination, _)),
+                "got {step:?}"
+            );
             assert_eq!(delivered, 0);
         }
     }

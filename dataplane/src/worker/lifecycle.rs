@@ -1,150 +1,19 @@
-//! A connection's life on its worker: choose a backend (or wait for one), connect (retrying elsewhere on
-//! failure), forward both directions, and close, cancelling whatever is still in the ring.
+//! A connection's life once a backend is chosen: forward both directions, and close with a reason,
+//! cancelling whatever is still in the ring. Backend choice, the queue and connects are in `dispatch`.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd};
 
-use crate::routing::ClusterRoute;
+use crate::close::CloseReason;
 use crate::sys;
 
 use super::TURN_BUDGET;
 use super::Worker;
-use super::balance::{self, MAX_CONNECT_ATTEMPTS, Pick};
 use super::conn::{Conn, Direction, Phase, op_for};
-use super::forward::{self, ForwardMode, Step, UringStep};
+use super::forward::{self, ForwardMode, Side, Step, UringStep};
 use super::ring::{Completion, OpKind};
 use super::stats::WorkerStats;
 
-/// How a connection ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Close {
-    /// FIN to both sides: everything was delivered.
-    Graceful,
-    /// RST to both sides: something could not be delivered, the peers must not mistake it for an end.
-    Reset,
-}
-
 impl Worker {
-    /// Starts routing a new client by `route` (cluster `cluster` of table `epoch`).
-    pub(super) fn start_connection(
-        &mut self,
-        client: OwnedFd,
-        (route, epoch, cluster): (Arc<ClusterRoute>, u64, usize),
-    ) {
-        let conn = Conn::new(client, route, epoch, cluster, self.now_ms);
-        let (index, generation) = self.conns.insert(conn);
-        self.stats.connections.set(self.conns.len() as u64);
-        self.dispatch(index, generation);
-    }
-
-    /// Chooses a backend and connects, or queues, or gives up.
-    fn dispatch(&mut self, index: u32, generation: u32) {
-        let pick = {
-            let Some(conn) = self.conns.get(index, generation) else {
-                return;
-            };
-            if conn.table_epoch == self.table_epoch {
-                self.balancers[conn.cluster].pick(&conn.route, &conn.tried)
-            } else {
-                balance::pick_stateless(&conn.route, &conn.tried)
-            }
-        };
-        match pick {
-            Pick::Backend {
-                index: backend,
-                lease,
-            } => self.connect(index, generation, backend, lease),
-            Pick::Full => self.enqueue(index, generation),
-            Pick::Exhausted => {
-                self.stats.no_backend.inc();
-                self.close(index, generation, Close::Graceful);
-            }
-        }
-    }
-
-    fn enqueue(&mut self, index: u32, generation: u32) {
-        let Some(conn) = self.conns.get_mut(index, generation) else {
-            return;
-        };
-        if conn.phase == Phase::Queued {
-            // Already waiting (a retry found everything full again): keep its place and deadline.
-            self.queue.push_back((index, generation));
-            return;
-        }
-        if self.queue.len() >= self.config.queue_limit {
-            self.stats.queue_full.inc();
-            self.close(index, generation, Close::Graceful);
-            return;
-        }
-        conn.phase = Phase::Queued;
-        conn.queued_until_ms = self.now_ms + conn.route.timeouts.queue_ms as u64;
-        conn.route.slot.add_waiter();
-        let due = conn.queued_until_ms;
-        if !conn.timer_armed {
-            conn.timer_armed = true;
-            self.timers.schedule(due, index, generation);
-        }
-        self.queue.push_back((index, generation));
-        // A slot freed between the failed pick and add_waiter would not have woken us: look once more.
-        self.queue_dirty = true;
-    }
-
-    /// Gives every queued connection a chance, in arrival order.
-    pub(super) fn serve_queue(&mut self) {
-        for _ in 0..self.queue.len() {
-            let Some((index, generation)) = self.queue.pop_front() else {
-                break;
-            };
-            match self.conns.get(index, generation) {
-                Some(conn) if conn.phase == Phase::Queued => self.dispatch(index, generation),
-                _ => {}
-            }
-        }
-        self.stats.queued.set(self.queue.len() as u64);
-    }
-
-    fn connect(
-        &mut self,
-        index: u32,
-        generation: u32,
-        backend: usize,
-        lease: crate::routing::Lease,
-    ) {
-        let Some(conn) = self.conns.get_mut(index, generation) else {
-            return;
-        };
-        if conn.phase == Phase::Queued {
-            conn.route.slot.remove_waiter();
-        }
-        let slot = Arc::clone(&conn.route.backends[backend].slot);
-        let socket = match sys::tcp_socket_for(&slot.address) {
-            Ok(socket) => socket,
-            Err(e) => {
-                tracing::warn!(backend = %slot.address, error = %e, "cannot create a backend socket");
-                self.close(index, generation, Close::Reset);
-                return;
-            }
-        };
-        let timeout = Duration::from_millis(conn.route.timeouts.connect_ms as u64);
-        conn.phase = Phase::Connecting;
-        conn.queued_until_ms = 0;
-        conn.backend = backend;
-        conn.tried.push(backend);
-        conn.lease = Some(lease);
-        conn.connect_result = None;
-        let fd = socket.as_raw_fd();
-        conn.server = Some(socket);
-        conn.mark_pending(OpKind::Connect);
-        conn.mark_pending(OpKind::ConnectTimeout);
-        self.ring.connect(
-            fd,
-            &socket2::SockAddr::from(slot.address),
-            timeout,
-            op_for(OpKind::Connect, index, generation),
-        );
-    }
-
     pub(super) fn on_conn_completion(&mut self, completion: Completion) {
         let (index, generation, kind) = (
             completion.op.index,
@@ -171,6 +40,7 @@ impl Worker {
                 self.connect_settled(index, generation);
             }
             OpKind::ConnectTimeout => self.connect_settled(index, generation),
+            OpKind::ClientWatch => self.on_client_watch(index, generation, result),
             OpKind::PollUp => self.on_ready(index, generation, Direction::Up, result),
             OpKind::PollDown => self.on_ready(index, generation, Direction::Down, result),
             OpKind::SpliceInUp => self.on_splice_in(index, generation, Direction::Up, result),
@@ -181,60 +51,7 @@ impl Worker {
         }
     }
 
-    /// Acts on a connect once both it and its linked timeout have completed, so the ring holds nothing of
-    /// this attempt when the next one starts.
-    fn connect_settled(&mut self, index: u32, generation: u32) {
-        let Some(conn) = self.conns.get_mut(index, generation) else {
-            return;
-        };
-        if conn.is_pending(OpKind::Connect) || conn.is_pending(OpKind::ConnectTimeout) {
-            return;
-        }
-        let Some(result) = conn.connect_result.take() else {
-            return;
-        };
-        if result == 0 {
-            conn.phase = Phase::Established;
-            conn.last_active_ms = self.now_ms;
-            if !conn.timer_armed {
-                conn.timer_armed = true;
-                let due = self.now_ms + conn.route.timeouts.idle_ms as u64;
-                self.timers.schedule(due, index, generation);
-            }
-            match self.config.forward {
-                // The client usually spoke first (a request is waiting): forward it now rather than
-                // after a poll round trip.
-                ForwardMode::UringSplice => self.await_readable(index, generation, Direction::Up),
-                _ => self.drive(index, generation, Direction::Up),
-            }
-            self.await_readable(index, generation, Direction::Down);
-            return;
-        }
-        let slot = &conn.route.backends[conn.backend].slot;
-        slot.record_connect_failure();
-        if result == -libc::ECANCELED {
-            self.stats.connect_timeouts.inc();
-        } else {
-            self.stats.connect_failures.inc();
-        }
-        tracing::debug!(
-            backend = %slot.address,
-            error = %std::io::Error::from_raw_os_error(-result),
-            "backend connect failed"
-        );
-        conn.lease = None;
-        conn.server = None;
-        self.queue_dirty = true;
-        let attempts = MAX_CONNECT_ATTEMPTS.min(conn.route.backends.len());
-        if conn.tried.len() < attempts {
-            self.dispatch(index, generation);
-        } else {
-            self.stats.no_backend.inc();
-            self.close(index, generation, Close::Graceful);
-        }
-    }
-
-    fn await_readable(&mut self, index: u32, generation: u32, direction: Direction) {
+    pub(super) fn await_readable(&mut self, index: u32, generation: u32, direction: Direction) {
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
@@ -274,8 +91,14 @@ impl Worker {
     }
 
     /// Runs one direction in the inline modes (`poll-splice`, `copy`).
-    fn drive(&mut self, index: u32, generation: u32, direction: Direction) {
-        let mode = self.config.forward;
+    pub(super) fn drive(&mut self, index: u32, generation: u32, direction: Direction) {
+        let copy = self.config.forward == ForwardMode::Copy;
+        self.pump_inline(index, generation, direction, copy);
+    }
+
+    /// One inline turn of a direction; `copy` forces the buffered path (also `uring-splice`'s path when it
+    /// has no pipe).
+    fn pump_inline(&mut self, index: u32, generation: u32, direction: Direction, copy: bool) {
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
@@ -283,11 +106,10 @@ impl Worker {
             return;
         }
         let (flow, source, destination) = conn.flow_and_ends(direction);
-        let (step, delivered) = match mode {
-            ForwardMode::Copy => {
-                forward::pump_copy(flow, source, destination, &mut self.pools, TURN_BUDGET)
-            }
-            _ => forward::pump_splice(flow, source, destination, &mut self.pools, TURN_BUDGET),
+        let (step, delivered) = if copy {
+            forward::pump_copy(flow, source, destination, &mut self.pools, TURN_BUDGET)
+        } else {
+            forward::pump_splice(flow, source, destination, &mut self.pools, TURN_BUDGET)
         };
         if delivered > 0 {
             account(conn, &self.stats, direction, delivered, self.now_ms);
@@ -301,10 +123,18 @@ impl Worker {
             Step::AwaitWritable => self.await_writable(index, generation, direction),
             Step::Yield => self.ready.push((index, generation, direction)),
             Step::SourceDone => self.source_done(index, generation, direction),
-            Step::Failed(e) => {
-                tracing::debug!(?direction, error = %e, "forwarding failed; resetting both sides");
-                self.stats.resets.inc();
-                self.close(index, generation, Close::Reset);
+            Step::Failed(side, e) => {
+                let client = matches!(
+                    (direction, side),
+                    (Direction::Up, Side::Source) | (Direction::Down, Side::Destination)
+                );
+                let reason = if client {
+                    CloseReason::ClientReset
+                } else {
+                    CloseReason::BackendReset
+                };
+                tracing::debug!(?direction, error = %e, ?reason, "forwarding failed; resetting both sides");
+                self.close(index, generation, reason);
             }
         }
     }
@@ -314,11 +144,16 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
+        conn.first_eof.get_or_insert(direction);
         let (flow, _, destination) = conn.flow_and_ends(direction);
         sys::shutdown_write(destination);
         flow.finished = true;
         if conn.up.finished && conn.down.finished {
-            self.close(index, generation, Close::Graceful);
+            let reason = match conn.first_eof {
+                Some(Direction::Down) => CloseReason::BackendEof,
+                _ => CloseReason::ClientEof,
+            };
+            self.close(index, generation, reason);
         }
     }
 
@@ -384,7 +219,7 @@ impl Worker {
             }
             UringStep::AwaitReadable => self.await_readable(index, generation, direction),
             UringStep::SourceDone => self.source_done(index, generation, direction),
-            UringStep::Failed(e) => self.after_step(index, generation, direction, Step::Failed(e)),
+            UringStep::Copy => self.pump_inline(index, generation, direction, true),
         }
     }
 
@@ -409,7 +244,8 @@ impl Worker {
             }
             e => {
                 let error = std::io::Error::from_raw_os_error(-e);
-                self.after_step(index, generation, direction, Step::Failed(error));
+                let step = Step::Failed(Side::Source, error);
+                self.after_step(index, generation, direction, step);
                 return;
             }
         }
@@ -432,30 +268,35 @@ impl Worker {
             e if e == -libc::EAGAIN => self.await_writable(index, generation, direction),
             e => {
                 let error = std::io::Error::from_raw_os_error(-e);
-                self.after_step(index, generation, direction, Step::Failed(error));
+                let step = Step::Failed(Side::Destination, error);
+                self.after_step(index, generation, direction, step);
             }
         }
     }
 
-    /// Ends a connection: releases its backend slot now, cancels its ops, and frees it once they are back.
-    pub(super) fn close(&mut self, index: u32, generation: u32, how: Close) {
+    /// Ends a connection for `reason`: counts it, leaves the queue, releases the backend slot now (FIN or,
+    /// if bytes may have been lost, RST), cancels its ops, and frees it once they are back.
+    pub(super) fn close(&mut self, index: u32, generation: u32, reason: CloseReason) {
+        self.leave_queue(index, generation);
         let Some(conn) = self.conns.get_mut(index, generation) else {
             return;
         };
         if conn.phase == Phase::Closing {
             return;
         }
-        if conn.phase == Phase::Queued {
-            conn.route.slot.remove_waiter();
-        }
+        count_close(&self.stats, conn, reason);
         if self.config.access_log {
-            log_access(conn, how, self.now_ms);
+            log_access(conn, reason, self.now_ms);
         }
         conn.phase = Phase::Closing;
-        if how == Close::Reset {
-            sys::set_linger_zero(std::os::fd::AsFd::as_fd(&conn.client));
+        if conn.timer_armed {
+            conn.timer_armed = false;
+            self.timers.forget();
+        }
+        if reason.resets() {
+            sys::set_linger_zero(conn.client.as_fd());
             if let Some(server) = &conn.server {
-                sys::set_linger_zero(std::os::fd::AsFd::as_fd(server));
+                sys::set_linger_zero(server.as_fd());
             }
         }
         if conn.lease.take().is_some() {
@@ -469,7 +310,8 @@ impl Worker {
         }
     }
 
-    /// Frees the slot; sockets close here, after the ring has returned every op that named them.
+    /// Frees the slot; sockets close here, after the ring has returned every op that named them, and only
+    /// then does the connection give back its place under the connection cap.
     fn release(&mut self, index: u32, generation: u32) {
         let Some(mut conn) = self.conns.remove(index, generation) else {
             return;
@@ -479,6 +321,17 @@ impl Worker {
             if flow.in_transit == 0 && self.config.forward != ForwardMode::UringSplice {
                 forward::release_pipe(flow, &mut self.pools);
             }
+            if flow.in_transit == 0
+                && let Some(buffer) = flow.buffer.take()
+            {
+                self.pools.buffers.give_back(buffer);
+            }
+        }
+        drop(conn);
+        self.gate.release();
+        if self.fd_retry_at.is_some() {
+            // Descriptors just came free: a connection waiting for one may proceed.
+            self.queue_dirty = true;
         }
         self.stats.connections.set(self.conns.len() as u64);
     }
@@ -488,35 +341,87 @@ impl Worker {
         while let Some(entry) = self.timers.pop_due(self.now_ms) {
             let (index, generation) = (entry.index, entry.generation);
             let now = self.now_ms;
-            let Some(conn) = self.conns.get_mut(index, generation) else {
+            let Some(conn) = self
+                .conns
+                .get_mut(index, generation)
+                .filter(|c| c.timer_armed)
+            else {
+                // The connection closed after scheduling this entry.
+                self.timers.discard_stale();
                 continue;
             };
             conn.timer_armed = false;
             let due = match conn.phase {
                 Phase::Queued => conn.queued_until_ms,
                 Phase::Established => conn.last_active_ms + conn.route.timeouts.idle_ms as u64,
-                // Connect has its own linked timeout; the idle timer is re-armed once established.
-                Phase::New | Phase::Connecting | Phase::Closing => continue,
+                // A slow connect (it has its own linked timeout): watch the client meanwhile. The idle
+                // timer is armed once established.
+                Phase::Connecting => {
+                    self.watch_client(index, generation);
+                    continue;
+                }
+                Phase::New | Phase::Closing => continue,
             };
             if now < due {
                 conn.timer_armed = true;
                 self.timers.schedule(due, index, generation);
                 continue;
             }
-            if conn.phase == Phase::Queued {
-                self.stats.queue_timeouts.inc();
-            } else {
-                self.stats.idle_timeouts.inc();
-            }
-            self.close(index, generation, Close::Graceful);
+            let reason = match conn.phase {
+                Phase::Queued if conn.waiting_for_fd => CloseReason::FdLimit,
+                Phase::Queued => CloseReason::QueueTimeout,
+                _ if stranded(conn) => CloseReason::IdleTimeoutStranded,
+                _ => CloseReason::IdleTimeout,
+            };
+            self.close(index, generation, reason);
         }
+    }
+
+    /// Drops the timer entries of closed connections once they are many (see [`super::timers`]).
+    pub(super) fn compact_timers(&mut self) {
+        let conns = &self.conns;
+        self.timers.compact_if_worthwhile(|entry| {
+            conns
+                .get(entry.index, entry.generation)
+                .is_some_and(|c| c.timer_armed)
+        });
     }
 
     /// Drain deadline passed: reset whatever is left.
     pub(super) fn abort_all(&mut self) {
         for (index, generation) in self.conns.handles() {
-            self.close(index, generation, Close::Reset);
+            self.close(index, generation, CloseReason::Shutdown);
         }
+    }
+}
+
+/// Whether closing now would lose bytes: some are in a pipe or buffer, or received and not yet read from a
+/// socket whose direction is still open. A FIN then would end a stream that looks complete and is not.
+fn stranded(conn: &Conn) -> bool {
+    let unread = |fd: Option<std::os::fd::BorrowedFd<'_>>, closed: bool| {
+        !closed && fd.is_some_and(|fd| sys::unread_bytes(fd) > 0)
+    };
+    conn.up.in_transit > 0
+        || conn.down.in_transit > 0
+        || unread(Some(conn.client.as_fd()), conn.up.source_closed)
+        || unread(
+            conn.server.as_ref().map(|s| s.as_fd()),
+            conn.down.source_closed,
+        )
+}
+
+/// Counts a close in the service's reasons and in the worker's figures.
+fn count_close(stats: &WorkerStats, conn: &Conn, reason: CloseReason) {
+    conn.route.slot.closes.count(reason);
+    match reason {
+        CloseReason::QueueTimeout | CloseReason::FdLimit => stats.queue_timeouts.inc(),
+        CloseReason::QueueFull => stats.queue_full.inc(),
+        CloseReason::NoBackend | CloseReason::ConnectFailed => stats.no_backend.inc(),
+        CloseReason::IdleTimeout | CloseReason::IdleTimeoutStranded => stats.idle_timeouts.inc(),
+        _ => {}
+    }
+    if reason.resets() {
+        stats.resets.inc();
     }
 }
 
@@ -544,7 +449,7 @@ fn account(conn: &mut Conn, stats: &WorkerStats, direction: Direction, n: usize,
 }
 
 /// One access-log line (`--access-log`), written as the connection ends.
-fn log_access(conn: &Conn, how: Close, now_ms: u64) {
+fn log_access(conn: &Conn, reason: CloseReason, now_ms: u64) {
     let client = socket2::SockRef::from(&conn.client)
         .peer_addr()
         .ok()
@@ -554,12 +459,6 @@ fn log_access(conn: &Conn, how: Close, now_ms: u64) {
         .lease
         .as_ref()
         .map_or_else(|| "-".to_string(), |l| l.backend.address.to_string());
-    let outcome = match (conn.phase, how) {
-        (Phase::New | Phase::Queued, _) => "not-routed",
-        (Phase::Connecting, _) => "connect-failed",
-        (_, Close::Reset) => "reset",
-        (_, Close::Graceful) => "closed",
-    };
     tracing::info!(
         target: "ringway::access",
         client,
@@ -568,7 +467,8 @@ fn log_access(conn: &Conn, how: Close, now_ms: u64) {
         bytes_in = conn.up.delivered,
         bytes_out = conn.down.delivered,
         duration_ms = now_ms.saturating_sub(conn.opened_ms),
-        outcome,
+        outcome = reason.name(),
+        reset = reason.resets(),
         "connection"
     );
 }

@@ -1,20 +1,26 @@
 //! A worker: one pinned thread with its own io_uring, its own listening sockets and its own connections.
 //!
 //! Nothing here is shared with other workers except the routing table (read-only, swapped atomically),
-//! the per-backend connection counters, and statistics. The loop is: submit and wait for completions (or
-//! the next timer), handle every completion, run connections that yielded, expire timers, serve the queue.
+//! the per-backend connection counters, the process-wide connection and pipe budgets (atomics), and
+//! statistics. The loop is: submit and wait for completions (or the next timer), handle every completion,
+//! run connections that yielded, expire timers, serve the queue.
 //!
 //! - [`ring`]: the io_uring wrapper and op encoding (with `sys`, the only `unsafe` in the dataplane).
-//! - [`conn`]: connection state and slab; [`lifecycle`]: dispatch, connect, forward, close.
+//! - [`conn`]: connection state and slab; `listen`: accepting, and pausing at the connection cap;
+//!   `dispatch`: backend choice, the queue, connects; `lifecycle`: forwarding and closing.
 //! - [`forward`]: the three forwarding modes; [`balance`]: backend selection; [`timers`]: deadlines.
 
 pub mod balance;
 pub mod conn;
+mod dispatch;
 pub mod forward;
 mod lifecycle;
+mod listen;
 #[allow(unsafe_code)]
 pub mod ring;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 pub mod timers;
 
 use std::collections::VecDeque;
@@ -23,13 +29,14 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pipes::{BufferPool, PipePool};
+use crate::limits::ConnectionGate;
+use crate::pipes::{BufferPool, PipeBudget, PipePool};
 use crate::routing::{ClusterRoute, ListenerSockets, Published, RoutingTable};
 
 use balance::Balancer;
 use conn::{ConnSlab, Direction};
 use forward::{ForwardMode, Pools};
-use ring::{Completion, OpKind, Ring, RingConfig, UserData, next_generation};
+use ring::{Completion, OpKind, Ring, RingConfig, UserData};
 use stats::WorkerStats;
 use timers::Timers;
 
@@ -37,10 +44,13 @@ use timers::Timers;
 pub const TURN_BUDGET: usize = 512 * 1024;
 /// Delay before re-arming an accept that failed for lack of descriptors or memory.
 const ACCEPT_RETRY_MS: u64 = 100;
+/// Delay before queued connections short of a descriptor try again (a close on this worker retries at once).
+const FD_RETRY_MS: u64 = 10;
 /// After the drain deadline, how long reset connections get to return their ops before the worker exits.
 const ABORT_GRACE_MS: u64 = 1_000;
-/// Longest sleep without a timer, so a missed wake-up can never stall a worker for long.
-const MAX_WAIT_MS: u64 = 1_000;
+/// Longest sleep without a timer, so a missed wake-up can never stall a worker for long (short in unit
+/// tests, which turn the loop by hand).
+const MAX_WAIT_MS: u64 = if cfg!(test) { 20 } else { 1_000 };
 
 /// How one worker runs.
 #[derive(Debug, Clone)]
@@ -50,7 +60,6 @@ pub struct WorkerConfig {
     pub core: Option<usize>,
     pub ring: RingConfig,
     pub forward: ForwardMode,
-    pub pipe_size: usize,
     pub buffer_size: usize,
     /// Connections that may wait for a backend slot on this worker.
     pub queue_limit: usize,
@@ -59,9 +68,25 @@ pub struct WorkerConfig {
     pub access_log: bool,
 }
 
+/// What every worker shares: the published tables, its own statistics (read by the admin endpoint) and
+/// the process-wide budgets.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub published: Arc<Published>,
+    pub stats: Arc<WorkerStats>,
+    /// The connection cap (`--max-connections-total`).
+    pub gate: Arc<ConnectionGate>,
+    /// Splice pipes, all workers together.
+    pub pipes: Arc<PipeBudget>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ListenerState {
     Accepting,
+    /// The worker is at the connection cap and cancelled this accept; `Idle` once the cancel is back.
+    Cancelling,
+    /// Not accepting (connection cap): clients wait in the kernel's accept queue.
+    Idle,
     /// Accept failed (descriptors exhausted, for example); re-arm at this time.
     RetryAt(u64),
     /// Accept cancelled; the slot is freed when its last completion arrives.
@@ -81,6 +106,8 @@ struct ListenerSlot {
     cluster: usize,
     epoch: u64,
     state: ListenerState,
+    /// The armed accept is multishot (far from the connection cap) rather than a single accept.
+    multishot: bool,
 }
 
 /// One worker's state; single-threaded, owned by its thread.
@@ -88,14 +115,20 @@ pub struct Worker {
     config: WorkerConfig,
     ring: Ring,
     published: Arc<Published>,
+    gate: Arc<ConnectionGate>,
     table: Arc<RoutingTable>,
     balancers: Vec<Balancer>,
     /// Bumped on every table switch; connections remember it to know whether `balancers` is theirs.
     table_epoch: u64,
     listeners: Vec<(u32, Option<ListenerSlot>)>,
+    /// Accepting stopped at the connection cap; resumed when a place frees up.
+    accept_paused: bool,
     conns: ConnSlab,
     timers: Timers,
+    /// Connections waiting for a backend slot, in arrival order; may hold entries of connections that
+    /// left meanwhile (skipped when served). `queued` counts the live ones.
     queue: VecDeque<(u32, u32)>,
+    queued: usize,
     ready: Vec<(u32, u32, Direction)>,
     pools: Pools,
     stats: Arc<WorkerStats>,
@@ -105,18 +138,17 @@ pub struct Worker {
     drain_deadline_ms: Option<u64>,
     /// A slot may have freed up: give the queue a try.
     queue_dirty: bool,
+    /// A queued connection waits for a descriptor for its backend socket: retry the queue at this time.
+    fd_retry_at: Option<u64>,
 }
 
 impl Worker {
-    pub fn new(
-        config: WorkerConfig,
-        published: Arc<Published>,
-        stats: Arc<WorkerStats>,
-    ) -> std::io::Result<Self> {
+    pub fn new(config: WorkerConfig, shared: Shared) -> std::io::Result<Self> {
         let ring = Ring::new(config.ring, config.core)?;
         let pools = Pools {
-            pipes: PipePool::new(config.pipe_size),
+            pipes: PipePool::new(shared.pipes),
             buffers: BufferPool::new(config.buffer_size),
+            copied_turns: 0,
         };
         Ok(Self {
             ring,
@@ -124,67 +156,85 @@ impl Worker {
             balancers: Vec::new(),
             table_epoch: 0,
             listeners: Vec::new(),
+            accept_paused: false,
             conns: ConnSlab::default(),
             timers: Timers::default(),
             queue: VecDeque::new(),
+            queued: 0,
             ready: Vec::new(),
             pools,
-            stats,
+            stats: shared.stats,
             epoch: Instant::now(),
             now_ms: 0,
             drain_deadline_ms: None,
             queue_dirty: false,
-            published,
+            fd_retry_at: None,
+            published: shared.published,
+            gate: shared.gate,
             config,
         })
     }
 
     /// Runs until shutdown has drained every connection (or the drain deadline passed).
     pub fn run(mut self) -> std::io::Result<()> {
+        crate::routing::wake::set_current_worker(self.config.index);
         let wake_fd = self.published.wakers.fd(self.config.index);
         self.ring
             .poll_multi(wake_fd, libc::POLLIN, UserData::new(OpKind::Wake, 0, 0));
         self.on_wake();
         let mut completions: Vec<Completion> = Vec::with_capacity(256);
-        loop {
-            let wait = if self.ready.is_empty() {
-                Some(self.wait_time())
-            } else {
-                Some(Duration::ZERO)
-            };
-            self.ring.submit_and_wait(wait)?;
-            self.now_ms = self.epoch.elapsed().as_millis() as u64;
-            completions.clear();
-            self.ring.drain_completions(&mut completions);
-            for completion in &completions {
-                self.on_completion(*completion);
+        while !self.turn(&mut completions)? {}
+        Ok(())
+    }
+
+    /// One turn of the loop: submit and wait, handle completions, run what yielded, expire timers, serve
+    /// the queue. Returns true once the worker has drained and may exit.
+    fn turn(&mut self, completions: &mut Vec<Completion>) -> std::io::Result<bool> {
+        let wait = if self.ready.is_empty() {
+            Some(self.wait_time())
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.ring.submit_and_wait(wait)?;
+        self.now_ms = self.epoch.elapsed().as_millis() as u64;
+        completions.clear();
+        self.ring.drain_completions(completions);
+        for completion in completions.iter() {
+            self.on_completion(*completion);
+        }
+        self.run_ready();
+        self.expire_timers();
+        self.compact_timers();
+        self.retry_listeners();
+        self.check_pause();
+        if self.fd_retry_at.is_some_and(|at| at <= self.now_ms) {
+            self.fd_retry_at = None;
+            self.queue_dirty = true;
+        }
+        if self.queue_dirty {
+            self.queue_dirty = false;
+            self.serve_queue();
+        }
+        self.publish_pool_stats();
+        if let Some(deadline) = self.drain_deadline_ms {
+            // Wait for the accept cancellations too: an accept that completed meanwhile is a client
+            // to serve, and exiting first would reset it.
+            if self.conns.is_empty() && self.listeners.iter().all(|(_, slot)| slot.is_none()) {
+                return Ok(true);
             }
-            self.run_ready();
-            self.expire_timers();
-            self.retry_listeners();
-            if self.queue_dirty {
-                self.queue_dirty = false;
-                self.serve_queue();
-            }
-            if let Some(deadline) = self.drain_deadline_ms {
-                // Wait for the accept cancellations too: an accept that completed meanwhile is a client
-                // to serve, and exiting first would reset it.
-                if self.conns.is_empty() && self.listeners.iter().all(|(_, slot)| slot.is_none()) {
-                    return Ok(());
-                }
-                if self.now_ms >= deadline {
-                    self.abort_all();
-                    if self.now_ms >= deadline + ABORT_GRACE_MS {
-                        tracing::warn!(
-                            worker = self.config.index,
-                            left = self.conns.len(),
-                            "exiting with connections still closing"
-                        );
-                        return Ok(());
-                    }
+            if self.now_ms >= deadline {
+                self.abort_all();
+                if self.now_ms >= deadline + ABORT_GRACE_MS {
+                    tracing::warn!(
+                        worker = self.config.index,
+                        left = self.conns.len(),
+                        "exiting with connections still closing"
+                    );
+                    return Ok(true);
                 }
             }
         }
+        Ok(false)
     }
 
     fn wait_time(&self) -> Duration {
@@ -194,6 +244,9 @@ impl Worker {
         }
         if let Some(deadline) = self.drain_deadline_ms {
             until = until.min(deadline.max(self.now_ms + 1));
+        }
+        if let Some(at) = self.fd_retry_at {
+            until = until.min(at);
         }
         for (_, slot) in &self.listeners {
             if let Some(ListenerSlot {
@@ -223,7 +276,7 @@ impl Worker {
         }
     }
 
-    /// Someone wants our attention: a new table, a freed slot, or shutdown.
+    /// Someone wants our attention: a new table, a freed slot, room under the connection cap, or shutdown.
     fn on_wake(&mut self) {
         // Reset first, then look: a signal sent after the reset is never lost.
         self.published.wakers.reset(self.config.index);
@@ -234,7 +287,24 @@ impl Worker {
         if self.published.is_stopping() && self.drain_deadline_ms.is_none() {
             self.begin_drain();
         }
+        self.check_pause();
         self.queue_dirty = true;
+    }
+
+    /// While paused at the connection cap: resume if there is room, else make sure the next release
+    /// wakes us (a wake-up consumes the pause registration, and another worker may have taken the place
+    /// it announced).
+    fn check_pause(&mut self) {
+        if self.accept_paused && self.gate.pause(self.config.index) {
+            self.resume_accepting();
+        }
+    }
+
+    /// Figures only this worker knows, published once per turn for the admin endpoint.
+    fn publish_pool_stats(&self) {
+        self.stats.pipes_idle.set(self.pools.pipes.idle() as u64);
+        self.stats.copied_turns.set(self.pools.copied_turns);
+        self.stats.accept_paused.set(u64::from(self.accept_paused));
     }
 
     /// Switches to a new table: new listeners start accepting, removed ones stop; connections keep the
@@ -303,155 +373,17 @@ impl Worker {
         self.published.mark_applied(self.config.index, version);
         tracing::debug!(worker = self.config.index, version, "table applied");
     }
-
-    fn start_listener(
-        &mut self,
-        address: SocketAddr,
-        sockets: Arc<ListenerSockets>,
-        fd: RawFd,
-        (route, cluster, epoch): (Arc<ClusterRoute>, usize, u64),
-    ) {
-        let slot = ListenerSlot {
-            address,
-            sockets,
-            fd,
-            route,
-            cluster,
-            epoch,
-            state: ListenerState::Accepting,
-        };
-        let index = match self.listeners.iter().position(|(_, s)| s.is_none()) {
-            Some(free) => {
-                self.listeners[free].1 = Some(slot);
-                free
-            }
-            None => {
-                self.listeners.push((0, Some(slot)));
-                self.listeners.len() - 1
-            }
-        };
-        self.arm_accept(index);
-    }
-
-    fn arm_accept(&mut self, index: usize) {
-        let (generation, slot) = &self.listeners[index];
-        let slot = slot.as_ref().expect("arming a live listener slot");
-        let fd = slot.fd;
-        self.ring
-            .accept_multi(fd, UserData::new(OpKind::Accept, index as u32, *generation));
-    }
-
-    fn stop_listener(&mut self, index: usize) {
-        let generation = self.listeners[index].0;
-        let Some(slot) = self.listeners[index].1.as_mut() else {
-            return;
-        };
-        match slot.state {
-            ListenerState::Accepting => {
-                slot.state = ListenerState::Removing;
-                self.ring
-                    .cancel(UserData::new(OpKind::Accept, index as u32, generation));
-            }
-            ListenerState::RetryAt(_) => self.free_listener(index),
-            ListenerState::Removing => {}
-        }
-    }
-
-    fn free_listener(&mut self, index: usize) {
-        let (generation, slot) = &mut self.listeners[index];
-        *slot = None;
-        *generation = next_generation(*generation);
-    }
-
-    fn on_accept(&mut self, completion: Completion) {
-        let index = completion.op.index as usize;
-        let Some((generation, Some(slot))) = self.listeners.get(index) else {
-            return;
-        };
-        if *generation != completion.op.generation {
-            return;
-        }
-        let state = slot.state;
-        if completion.result >= 0 {
-            // Served even if the listener is being removed: the kernel already completed the handshake,
-            // so dropping it now would reset a client we accepted.
-            let client = self
-                .ring
-                .take_accepted(completion.result)
-                .expect("the ring holds every accepted socket until the worker takes it");
-            let route = (Arc::clone(&slot.route), slot.epoch, slot.cluster);
-            self.stats.accepted.inc();
-            self.start_connection(client, route);
-        } else if completion.result != -libc::ECANCELED {
-            self.stats.accept_errors.inc();
-            tracing::warn!(
-                worker = self.config.index,
-                listener = %slot.address,
-                error = %std::io::Error::from_raw_os_error(-completion.result),
-                "accept failed; retrying shortly"
-            );
-        }
-        if completion.more {
-            return;
-        }
-        match state {
-            ListenerState::Removing => self.free_listener(index),
-            ListenerState::Accepting
-                if completion.result >= 0 || completion.result == -libc::ECANCELED =>
-            {
-                self.arm_accept(index)
-            }
-            ListenerState::Accepting => {
-                if let Some(slot) = self.listeners[index].1.as_mut() {
-                    slot.state = ListenerState::RetryAt(self.now_ms + ACCEPT_RETRY_MS);
-                }
-            }
-            ListenerState::RetryAt(_) => {}
-        }
-    }
-
-    fn retry_listeners(&mut self) {
-        for index in 0..self.listeners.len() {
-            if let Some(slot) = self.listeners[index].1.as_mut()
-                && matches!(slot.state, ListenerState::RetryAt(at) if at <= self.now_ms)
-            {
-                slot.state = ListenerState::Accepting;
-                self.arm_accept(index);
-            }
-        }
-    }
-
-    /// Shutdown: stop accepting now, let connections finish until the drain deadline.
-    fn begin_drain(&mut self) {
-        self.drain_deadline_ms = Some(self.now_ms + self.config.drain_timeout.as_millis() as u64);
-        for index in 0..self.listeners.len() {
-            if let Some(slot) = &self.listeners[index].1
-                && !self.published.is_handed_over()
-            {
-                // Closing our accept queue now makes the kernel send new clients elsewhere (or refuse
-                // them) instead of leaving them in a queue nobody will read.
-                crate::sys::shutdown_listener(slot.fd);
-            }
-            self.stop_listener(index);
-        }
-        tracing::info!(
-            worker = self.config.index,
-            connections = self.conns.len(),
-            "draining"
-        );
-    }
 }
 
-/// Starts worker threads, each pinned to its core, and returns their handles.
+/// Starts worker threads, each pinned to its core, and returns their handles. `shared(index)` is what
+/// worker `index` shares with the rest.
 pub fn spawn_workers(
     configs: Vec<WorkerConfig>,
-    published: &Arc<Published>,
-    stats: &[Arc<WorkerStats>],
+    shared: impl Fn(usize) -> Shared,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<std::io::Result<()>>>> {
     let mut handles = Vec::with_capacity(configs.len());
     for config in configs {
-        let published = Arc::clone(published);
-        let stats = Arc::clone(&stats[config.index]);
+        let shared = shared(config.index);
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
             .name(format!("ringway-w{}", config.index))
@@ -465,7 +397,7 @@ pub fn spawn_workers(
                         "could not pin worker to its core"
                     );
                 }
-                let worker = match Worker::new(config, published, stats) {
+                let worker = match Worker::new(config, shared) {
                     Ok(worker) => {
                         let _ = ready_tx.send(Ok(()));
                         worker

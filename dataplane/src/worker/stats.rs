@@ -55,8 +55,15 @@ pub struct WorkerStats {
     /// Connections refused because this worker's queue was full.
     pub queue_full: Counter,
     pub idle_timeouts: Counter,
-    /// Connections reset because a byte could not be delivered.
+    /// Connections ended with RST: a byte could not be delivered, a peer failed, or shutdown cut them.
     pub resets: Counter,
     pub bytes_up: Counter,
     pub bytes_down: Counter,
+    /// Empty splice pipes this worker keeps for reuse.
+    pub pipes_idle: Gauge,
+    /// Splice turns that copied through a buffer because no pipe could be had (a counter, published by
+    /// its worker as a whole value).
+    pub copied_turns: Gauge,
+    /// 1 while this worker stopped accepting at the connection cap.
+    pub accept_paused: Gauge,
 }

@@ -10,7 +10,7 @@
 //! is read, and the worker takes it with [`Ring::take_accepted`]: the raw number never becomes a descriptor
 //! anywhere else, so no safe code can forge or double an owner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub enum OpKind {
     SpliceOutDown = 10,
     /// An `ASYNC_CANCEL` request; its own completion carries nothing we need.
     Cancel = 11,
+    /// Watches a queued or connecting client for leaving (`POLLRDHUP`, errors).
+    ClientWatch = 12,
 }
 
 impl OpKind {
@@ -56,6 +58,7 @@ impl OpKind {
             9 => SpliceInDown,
             10 => SpliceOutDown,
             11 => Cancel,
+            12 => ClientWatch,
             _ => return None,
         })
     }
@@ -108,6 +111,12 @@ impl UserData {
     }
 }
 
+/// Completion queue size for `entries` submission entries: four times as many, within the kernel's
+/// maximum (a larger request makes ring setup fail with EINVAL).
+pub fn cq_entries(entries: u32) -> u32 {
+    entries.saturating_mul(CQ_PER_SQ).min(MAX_CQ_ENTRIES)
+}
+
 /// Generations wrap at 24 bits.
 pub fn next_generation(generation: u32) -> u32 {
     generation.wrapping_add(1) & GEN_MASK
@@ -140,12 +149,26 @@ pub struct RingConfig {
     pub iowq_max_workers: Option<u32>,
 }
 
+/// The kernel's largest completion queue (`IORING_MAX_CQ_ENTRIES`).
+pub const MAX_CQ_ENTRIES: u32 = 65_536;
+/// Completion queue entries per submission queue entry: room for the completions of multishot ops.
+const CQ_PER_SQ: u32 = 4;
+/// How often `push` submits to make room in a full submission queue before the entry waits in the
+/// overflow instead (the kernel refusing submissions must not make the worker spin).
+const SUBMIT_ATTEMPTS: usize = 3;
+
 /// A worker's ring plus the op memory it owns.
 pub struct Ring {
     ring: IoUring,
     connect_args: HashMap<u64, Box<ConnectArgs>>,
     /// Sockets returned by accept completions that were read but not yet taken, by descriptor number.
     accepted: HashMap<RawFd, OwnedFd>,
+    /// Entries that found the submission queue full while the kernel refused to take it: each group
+    /// (an entry, or a connect with its linked timeout) goes into the queue whole, in order, before any
+    /// newer entry. Empty in normal operation.
+    overflow: VecDeque<Vec<squeue::Entry>>,
+    /// A submission failed and nothing has been submitted since: logged once per episode.
+    submit_failing: bool,
 }
 
 impl Ring {
@@ -156,7 +179,7 @@ impl Ring {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_coop_taskrun()
-            .setup_cqsize(config.entries.saturating_mul(4))
+            .setup_cqsize(cq_entries(config.entries))
             .build(config.entries)?;
         if let Some(max) = config.iowq_max_workers {
             ring.submitter()
@@ -170,22 +193,105 @@ impl Ring {
             ring,
             connect_args: HashMap::new(),
             accepted: HashMap::new(),
+            overflow: VecDeque::new(),
+            submit_failing: false,
         })
     }
 
-    /// Queues an entry, submitting first if the queue is full; never drops an entry.
     fn push(&mut self, entry: squeue::Entry) {
-        loop {
-            // SAFETY: every entry built in this module points only to memory owned by `self` (connect
-            // arguments) or to nothing at all; see the module documentation.
-            let pushed = unsafe { self.ring.submission().push(&entry) };
-            if pushed.is_ok() {
-                return;
+        self.push_group(&[entry]);
+    }
+
+    /// Queues `entries` together (a link must not be split across submissions); never drops one. A full
+    /// submission queue is submitted to make room, at most [`SUBMIT_ATTEMPTS`] times; if the kernel keeps
+    /// refusing, the entries wait in the overflow and go in first at the next [`Ring::submit_and_wait`],
+    /// which reports a lasting failure to the worker instead of spinning here.
+    fn push_group(&mut self, entries: &[squeue::Entry]) {
+        for attempt in 0..=SUBMIT_ATTEMPTS {
+            if self.overflow.is_empty() {
+                // SAFETY: every entry built in this module points only to memory owned by `self`
+                // (connect arguments) or to nothing at all; see the module documentation.
+                // `push_multiple` pushes all of them or none.
+                if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
+                    return;
+                }
             }
-            if let Err(e) = self.ring.submit() {
-                tracing::warn!(error = %e, "io_uring submit failed while the submission queue was full");
+            if attempt < SUBMIT_ATTEMPTS && self.submit_for_room().is_ok() {
+                self.move_overflow();
             }
         }
+        self.overflow.push_back(entries.to_vec());
+    }
+
+    fn room(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
+    fn submit_for_room(&mut self) -> io::Result<usize> {
+        match self.ring.submit() {
+            Ok(n) => {
+                if self.submit_failing {
+                    self.submit_failing = false;
+                    tracing::info!("io_uring submissions accepted again");
+                }
+                Ok(n)
+            }
+            Err(e) => {
+                if !self.submit_failing {
+                    self.submit_failing = true;
+                    tracing::warn!(
+                        error = %e,
+                        "io_uring refused a submission while the submission queue was full; \
+                         entries wait until it accepts again"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves whole overflow groups into the submission queue while they fit.
+    fn move_overflow(&mut self) {
+        while let Some(len) = self.overflow.front().map(Vec::len) {
+            if self.room() < len {
+                return;
+            }
+            let group = self.overflow.front().expect("checked above");
+            // SAFETY: as in `push_group`; the entries' memory is still owned by `self`.
+            let pushed = unsafe { self.ring.submission().push_multiple(group) };
+            debug_assert!(pushed.is_ok(), "room was checked");
+            self.overflow.pop_front();
+        }
+    }
+
+    /// Submits until the overflow is empty; fails if the kernel refuses a submission.
+    fn flush_overflow(&mut self) -> io::Result<()> {
+        while !self.overflow.is_empty() {
+            self.move_overflow();
+            if !self.overflow.is_empty() {
+                self.submit_for_room()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries waiting for room in the submission queue (tests and debug assertions).
+    pub fn overflowing(&self) -> usize {
+        self.overflow.iter().map(Vec::len).sum()
+    }
+
+    /// One accept (near the connection cap, where a multishot accept could take a whole queue at once).
+    pub fn accept(&mut self, listener: RawFd, op: UserData) {
+        let entry = opcode::Accept::new(
+            types::Fd(listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+        .build()
+        .user_data(op.encode());
+        self.push(entry);
     }
 
     pub fn accept_multi(&mut self, listener: RawFd, op: UserData) {
@@ -238,16 +344,7 @@ impl Ring {
             previous.is_none(),
             "two connects in flight with the same user_data"
         );
-        // A link must not be split by a full queue: make room for both entries first.
-        let room = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if room < 2 {
-            let _ = self.ring.submit();
-        }
-        self.push(connect);
-        self.push(timeout);
+        self.push_group(&[connect, timeout]);
     }
 
     /// `IORING_OP_SPLICE` of up to `len` bytes between a socket and a pipe.
@@ -270,6 +367,7 @@ impl Ring {
 
     /// Submits what is queued and waits for at least one completion or until `timeout`.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush_overflow()?;
         let result = match timeout {
             Some(t) => {
                 let ts = types::Timespec::from(t);
@@ -294,6 +392,7 @@ impl Ring {
 
     /// Submits what is queued without waiting.
     pub fn submit(&mut self) -> io::Result<()> {
+        self.flush_overflow()?;
         self.ring.submit().map(drop)
     }
 
@@ -343,174 +442,4 @@ impl Ring {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::{SocketAddr, TcpListener};
-    use std::os::fd::AsRawFd;
-
-    fn ring() -> Ring {
-        Ring::new(
-            RingConfig {
-                entries: 64,
-                iowq_max_workers: None,
-            },
-            None,
-        )
-        .expect("io_uring available")
-    }
-
-    fn wait_for(ring: &mut Ring, kinds: &[OpKind]) -> Vec<Completion> {
-        let mut all = Vec::new();
-        for _ in 0..200 {
-            ring.submit_and_wait(Some(Duration::from_millis(20)))
-                .unwrap();
-            ring.drain_completions(&mut all);
-            if kinds.iter().all(|k| all.iter().any(|c| c.op.kind == *k)) {
-                return all;
-            }
-        }
-        panic!("completions {kinds:?} did not arrive; got {all:?}");
-    }
-
-    #[test]
-    fn user_data_round_trips_and_wraps_generation() {
-        let op = UserData::new(OpKind::SpliceOutDown, u32::MAX, 0x00ab_cdef);
-        assert_eq!(UserData::decode(op.encode()), Some(op));
-        assert_eq!(next_generation(GEN_MASK), 0);
-        assert_eq!(UserData::decode(0), None);
-    }
-
-    #[test]
-    fn connect_memory_lives_until_both_completions() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let target: SocketAddr = listener.local_addr().unwrap();
-        let mut ring = ring();
-        let fd = crate::sys::tcp_socket_for(&target).unwrap();
-        let op = UserData::new(OpKind::Connect, 7, 1);
-        ring.connect(
-            fd.as_raw_fd(),
-            &SockAddr::from(target),
-            Duration::from_secs(5),
-            op,
-        );
-        assert_eq!(ring.connects_in_flight(), 1);
-        let done = wait_for(&mut ring, &[OpKind::Connect, OpKind::ConnectTimeout]);
-        let connect = done.iter().find(|c| c.op.kind == OpKind::Connect).unwrap();
-        assert_eq!(connect.result, 0, "connect to a listening socket succeeds");
-        assert_eq!(connect.op.index, 7);
-        let timeout = done
-            .iter()
-            .find(|c| c.op.kind == OpKind::ConnectTimeout)
-            .unwrap();
-        assert_eq!(
-            timeout.result,
-            -libc::ECANCELED,
-            "the timer is cancelled by the finished connect"
-        );
-        assert_eq!(ring.connects_in_flight(), 0);
-    }
-
-    #[test]
-    fn an_accepted_socket_is_owned_by_the_ring_until_taken_once() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut ring = ring();
-        ring.accept_multi(listener.as_raw_fd(), UserData::new(OpKind::Accept, 0, 0));
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let done = wait_for(&mut ring, &[OpKind::Accept]);
-        let accept = done.iter().find(|c| c.op.kind == OpKind::Accept).unwrap();
-        assert!(accept.result >= 0, "accept failed: {}", accept.result);
-        let socket = ring.take_accepted(accept.result).expect("held by the ring");
-        assert!(ring.take_accepted(accept.result).is_none(), "one owner");
-        let server = std::net::TcpStream::from(socket);
-        assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
-    }
-
-    /// A loopback address whose connects hang: a listener that never accepts, its queue already full, so
-    /// the kernel drops further SYNs.
-    fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
-        let listener =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        listener
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        listener.listen(0).unwrap();
-        let address = listener.local_addr().unwrap().as_socket().unwrap();
-        let mut fillers = Vec::new();
-        for _ in 0..4 {
-            let socket =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            socket.set_nonblocking(true).unwrap();
-            let _ = socket.connect(&address.into());
-            fillers.push(std::net::TcpStream::from(socket));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        (listener, fillers, address)
-    }
-
-    #[test]
-    fn connect_timeout_cancels_the_connect_and_frees_memory() {
-        let (_listener, _fillers, target) = black_hole();
-        let mut ring = ring();
-        let fd = crate::sys::tcp_socket_for(&target).unwrap();
-        let op = UserData::new(OpKind::Connect, 1, 1);
-        ring.connect(
-            fd.as_raw_fd(),
-            &SockAddr::from(target),
-            Duration::from_millis(30),
-            op,
-        );
-        let done = wait_for(&mut ring, &[OpKind::Connect, OpKind::ConnectTimeout]);
-        let connect = done.iter().find(|c| c.op.kind == OpKind::Connect).unwrap();
-        assert_eq!(
-            connect.result,
-            -libc::ECANCELED,
-            "the linked timeout cancels a hanging connect"
-        );
-        let timeout = done
-            .iter()
-            .find(|c| c.op.kind == OpKind::ConnectTimeout)
-            .unwrap();
-        assert_eq!(timeout.result, -libc::ETIME);
-        assert_eq!(ring.connects_in_flight(), 0);
-    }
-
-    #[test]
-    fn cancelled_poll_completes_before_its_descriptor_may_be_reused() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut ring = ring();
-        let op = UserData::new(OpKind::PollUp, 3, 9);
-        ring.poll(a.as_raw_fd(), libc::POLLIN, op);
-        ring.submit().unwrap();
-        ring.cancel(op);
-        let done = wait_for(&mut ring, &[OpKind::PollUp, OpKind::Cancel]);
-        let poll = done.iter().find(|c| c.op.kind == OpKind::PollUp).unwrap();
-        assert_eq!(poll.result, -libc::ECANCELED);
-        assert_eq!(poll.op, op);
-    }
-
-    #[test]
-    fn full_submission_queue_never_drops_entries() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let mut ring = ring();
-        // Four times the queue size: pushes must submit in between rather than fail.
-        let total = 256u32;
-        for i in 0..total {
-            ring.poll(
-                a.as_raw_fd(),
-                libc::POLLOUT,
-                UserData::new(OpKind::PollDown, i, 0),
-            );
-        }
-        let mut got = Vec::new();
-        for _ in 0..100 {
-            ring.submit_and_wait(Some(Duration::from_millis(20)))
-                .unwrap();
-            ring.drain_completions(&mut got);
-            if got.len() == total as usize {
-                break;
-            }
-        }
-        assert_eq!(got.len(), total as usize);
-        assert!(got.iter().all(|c| c.result & libc::POLLOUT as i32 != 0));
-    }
-}
+mod tests;
