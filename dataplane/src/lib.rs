@@ -8,6 +8,7 @@
 //! - [`routing`]: routing tables, cross-core connection counters, listening sockets, publication.
 //! - [`worker`]: the per-core io_uring event loop and connection state machines.
 //! - [`pipes`]: pools of splice pipes and copy buffers.
+//! - [`http`]: the sans-IO HTTP/1.1 engine: parsers, framing rules, router, per-client state machine.
 //! - [`admin`]: the status endpoint (`/status`, `/stats`, `/metrics`, `/config`, `/`).
 //! - [`takeover`]: handing listening sockets to a new dataplane binary; [`detach`]: the reload command.
 //! - [`notify`]: readiness reports to systemd and to a `--detach` parent.
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod cli;
 pub mod detach;
+pub mod http;
 pub mod notify;
 pub mod pipes;
 pub mod probe;
