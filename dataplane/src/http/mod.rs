@@ -8,9 +8,11 @@
 //! - [`router`]: per-listener routing by header, host and path.
 //! - [`status`]: the proxy's own error answers.
 //! - [`session`]: the per-client-connection state machine the worker drives.
+//! - [`fuzzing`]: the fuzz targets' entry points (`dataplane/fuzz/`) and their corpus replay test.
 
 pub mod chunked;
 pub mod framing;
+pub mod fuzzing;
 pub mod head;
 pub mod rewrite;
 pub mod router;
