@@ -467,9 +467,11 @@ pub fn response(
         return Err(ResponseError::InvalidStatus);
     }
     let tokens = ConnectionTokens::of(head.fields.iter(), buf);
-    let keeps_alive = match head.version {
-        Version::Http11 => !tokens.close,
-        Version::Http10 => tokens.keep_alive && !tokens.close,
+    // An HTTP/1.0 exchange persists only if the response says keep-alive (RFC 9112 §9.3), whatever
+    // version the backend answers a 1.0 request with.
+    let keeps_alive = match (head.version, request.version) {
+        (Version::Http11, Version::Http11) => !tokens.close,
+        _ => tokens.keep_alive && !tokens.close,
     };
     let mut framing = ResponseFraming {
         body: BodyKind::None,

@@ -314,4 +314,12 @@ fn invalid_responses() {
         response(&head, buf, to_http10),
         Err(ResponseError::ChunkedToHttp10)
     );
+
+    // To an HTTP/1.0 request, only an explicit keep-alive keeps the backend connection.
+    let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n";
+    parse_response(buf, &mut head).unwrap();
+    assert!(!response(&head, buf, to_http10).unwrap().reusable);
+    let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n";
+    parse_response(buf, &mut head).unwrap();
+    assert!(response(&head, buf, to_http10).unwrap().reusable);
 }

@@ -54,9 +54,14 @@ impl Span {
 
     /// The span of `inner`, a sub-slice of `outer`. Integer arithmetic on addresses, no `unsafe`.
     fn within(outer: &[u8], inner: &[u8]) -> Self {
-        let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
-        debug_assert!(start + inner.len() <= outer.len());
-        Self::new(start, start + inner.len())
+        Self::try_within(outer, inner).expect("httparse returns slices of the head")
+    }
+
+    /// The span of `inner` if it is a sub-slice of `outer`: httparse returns a static empty string,
+    /// not a slice of the head, for a reason phrase with obs-text.
+    fn try_within(outer: &[u8], inner: &[u8]) -> Option<Self> {
+        let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+        (start + inner.len() <= outer.len()).then(|| Self::new(start, start + inner.len()))
     }
 }
 
@@ -242,8 +247,9 @@ pub struct ResponseHead {
     pub len: usize,
     pub version: Version,
     pub status: u16,
-    /// The whole status line without its line end (`HTTP/1.1 200 OK`).
-    pub status_line: Span,
+    /// The reason phrase (may be empty). The status line is rebuilt from version, status and reason:
+    /// httparse skips empty lines before it, so it does not start the buffer.
+    pub reason: Span,
     pub fields: Vec<Field>,
 }
 
@@ -253,7 +259,7 @@ impl Default for ResponseHead {
             len: 0,
             version: Version::Http11,
             status: 0,
-            status_line: Span::default(),
+            reason: Span::default(),
             fields: Vec::with_capacity(32),
         }
     }
@@ -354,11 +360,10 @@ pub fn parse_response(buf: &[u8], head: &mut ResponseHead) -> Result<(), HeadErr
     head.len = len;
     head.version = version(response.version)?;
     head.status = code;
-    let line_end = buf
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(0);
-    head.status_line = Span::new(0, line_end);
+    head.reason = response
+        .reason
+        .and_then(|r| Span::try_within(buf, r.as_bytes()))
+        .unwrap_or_default();
     collect_fields(buf, response.headers, &mut head.fields);
     Ok(())
 }

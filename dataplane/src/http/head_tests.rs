@@ -145,7 +145,7 @@ fn parses_a_response_head() {
     let mut head = ResponseHead::default();
     parse_response(&buf[..buf.len() - 3], &mut head).unwrap();
     assert_eq!(head.status, 404);
-    assert_eq!(head.status_line.of(buf), b"HTTP/1.1 404 Not Found");
+    assert_eq!(head.reason.of(buf), b"Not Found");
     assert_eq!(head.version, Version::Http11);
     assert_eq!(head.fields.len(), 2);
     assert_eq!(head.fields[1].kind, FieldName::Connection);

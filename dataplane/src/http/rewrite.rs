@@ -135,7 +135,12 @@ pub fn response_head(
     out: &mut BytesMut,
 ) {
     out.reserve(head.len + ADDED_FIELDS_ROOM);
-    out.extend_from_slice(head.status_line.of(buf));
+    out.extend_from_slice(match head.version {
+        Version::Http10 => b"HTTP/1.0 ",
+        Version::Http11 => b"HTTP/1.1 ",
+    });
+    let _ = write!(out, "{:03} ", head.status);
+    out.extend_from_slice(head.reason.of(buf));
     out.extend_from_slice(b"\r\n");
     let named = ConnectionNames::of(&head.fields, buf);
     for field in &head.fields {

@@ -302,13 +302,20 @@ fn http10_clients() {
             && sent.ends_with("Connection: keep-alive\r\n\r\n"),
         "{sent}"
     );
-    let actions = h.backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let actions =
+        h.backend(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok");
     assert!(to_client(&actions).contains("Connection: close\r\n"));
     assert!(
         has(&actions, &Action::ReleaseBackend),
-        "the backend connection is still good"
+        "the backend said it keeps the connection"
     );
     assert_eq!(closed(&actions), Some((CloseReason::Done, false)));
+    // A backend that does not say keep-alive to an HTTP/1.0 request is not reused (RFC 9112 §9.3).
+    let mut h = Harness::new();
+    h.client(b"GET /any HTTP/1.0\r\n\r\n");
+    h.ready(false);
+    let actions = h.backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert!(has(&actions, &Action::CloseBackend));
 
     // With keep-alive and a length: kept, and said so; a 1xx is not forwarded to it.
     let mut h = Harness::new();
@@ -397,4 +404,32 @@ fn client_half_close_after_a_complete_request_still_gets_the_response() {
     let actions = h.backend(OK_HELLO);
     assert!(to_client(&actions).ends_with("hello"));
     assert_eq!(closed(&actions), Some((CloseReason::ClientClosed, false)));
+}
+
+/// Found by fuzzing (`response_head`): an empty line before the status line made the proxy forward a
+/// head without its status line.
+#[test]
+fn a_response_after_an_empty_line_keeps_its_status_line() {
+    let mut h = Harness::new();
+    h.client(GET_ONE);
+    h.ready(false);
+    let actions = h.backend(b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(
+        to_client(&actions),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    );
+}
+
+/// httparse gives an obs-text reason phrase as a static empty string, not a slice of the head: the
+/// status line is then forwarded without a reason (no panic, no stray span).
+#[test]
+fn an_obs_text_reason_phrase_is_dropped() {
+    let mut h = Harness::new();
+    h.client(GET_ONE);
+    h.ready(false);
+    let actions = h.backend(b"HTTP/1.1 200 \xc3\xa7a va\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(
+        to_client(&actions),
+        "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok"
+    );
 }
