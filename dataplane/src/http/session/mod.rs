@@ -246,7 +246,10 @@ impl HttpSession {
     pub fn client_read(&self) -> Read {
         match (self.phase, &self.exchange) {
             (Phase::Finished, _) => Read::Paused,
-            (Phase::Idle, _) if self.client_eof => Read::Paused,
+            // A client that pipelines requests without reading the answers waits for them.
+            (Phase::Idle, _) if self.client_eof || self.unsent_client >= BUFFER_LIMIT => {
+                Read::Paused
+            }
             (Phase::Idle, _) => Read::Buffered,
             (Phase::Exchange, Some(ex)) => match ex.request {
                 Body::Splice(n) if self.backend_ready_now() => Read::Splice(n),
@@ -292,6 +295,7 @@ impl HttpSession {
     fn advance(&mut self, router: &Router, out: &mut Vec<Action>) {
         loop {
             let progressed = match self.phase {
+                Phase::Idle if self.unsent_client >= BUFFER_LIMIT => false,
                 Phase::Idle => self.start_request(router, out),
                 Phase::Exchange => {
                     self.pump_request(out);

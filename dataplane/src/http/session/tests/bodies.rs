@@ -308,3 +308,21 @@ proptest! {
         prop_assert_eq!(cut, whole);
     }
 }
+
+#[test]
+fn a_client_that_does_not_read_its_answers_is_not_answered_further() {
+    let mut h = Harness::new();
+    let request = b"GET / HTTP/1.1\r\nHost: nowhere.example\r\n\r\n";
+    let answer_len = to_client(&h.client(request)).len();
+    let many: Vec<u8> = request.repeat(2 * BUFFER_LIMIT / answer_len + 10);
+    let actions = h.client(&many);
+    let answered = summaries(&actions).len();
+    assert!(
+        answered < many.len() / request.len(),
+        "answering stops at the buffer limit"
+    );
+    assert_eq!(h.session.client_read(), Read::Paused);
+    // Once the client reads, answering goes on.
+    let actions = h.event(Event::ClientSent(BUFFER_LIMIT * 4));
+    assert!(!summaries(&actions).is_empty());
+}
