@@ -8,7 +8,9 @@
 //! scanner finds the same data and the same end however its input is cut.
 //!
 //! The first input byte chooses how the rest is cut (and, for responses, what the request was), so the
-//! fuzzer explores the incremental paths too.
+//! fuzzer explores the incremental paths too. The `session` target reads its input as a script of
+//! worker events and checks the driving contract (no byte to a backend it was not given, nothing after
+//! the last action, splices within what was announced).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
@@ -23,6 +25,9 @@ use super::head::{
 };
 use super::rewrite::{self, ClientConnection, RewriteContext, Scheme};
 use super::router::{PathMatch, RouteSpec, Router};
+use super::session::{
+    Action, Direction, Event, HttpSession, Read, SessionConfig, TimerKind, Unavailable,
+};
 
 /// The request-head limit the targets use (small, so the fuzzer reaches it).
 const LIMIT: usize = 4096;
@@ -228,6 +233,167 @@ pub fn chunked(data: &[u8]) {
     }
 }
 
+/// What a worker driving the session knows, to feed only events a real worker could deliver and to
+/// check the actions against the contract.
+#[derive(Debug, Default)]
+struct WorkerModel {
+    /// A `ConnectBackend` is pending.
+    connecting: bool,
+    /// A backend connection is held.
+    connected: bool,
+    ended: bool,
+    unsent_client: usize,
+    unsent_backend: usize,
+    timer: Option<TimerKind>,
+}
+
+impl WorkerModel {
+    fn apply(&mut self, actions: &[Action]) {
+        for action in actions {
+            assert!(!self.ended, "an action after the last one: {action:?}");
+            match action {
+                Action::SendClient(b) => self.unsent_client += b.len(),
+                Action::SendBackend(b) => {
+                    assert!(
+                        self.connected,
+                        "bytes for a backend the worker was not asked for"
+                    );
+                    self.unsent_backend += b.len();
+                }
+                Action::ConnectBackend { .. } => {
+                    assert!(!self.connecting && !self.connected, "one backend at a time");
+                    self.connecting = true;
+                }
+                Action::ReleaseBackend | Action::CloseBackend => {
+                    assert!(self.connecting || self.connected, "no backend to give up");
+                    self.connecting = false;
+                    self.connected = false;
+                    self.unsent_backend = 0;
+                }
+                Action::SetTimer(t) => self.timer = *t,
+                Action::RequestStarted | Action::ExchangeDone(_) => {}
+                Action::Tunnel => {
+                    assert!(self.connected, "a tunnel needs the backend connection");
+                    self.ended = true;
+                }
+                Action::CloseClient { .. } => {
+                    assert!(
+                        !self.connected && !self.connecting,
+                        "the backend is given up first"
+                    );
+                    self.ended = true;
+                }
+            }
+        }
+    }
+}
+
+/// Target `session`: the state machine driven by a script of worker events.
+pub fn session(data: &[u8]) {
+    let router = router();
+    let mut session = HttpSession::new(SessionConfig {
+        max_header_bytes: 2048,
+        max_headers: 32,
+        rewrite: RewriteContext {
+            client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            listener_port: 80,
+            scheme: Scheme::Http,
+        },
+    });
+    let mut worker = WorkerModel::default();
+    let mut out = Vec::new();
+    let mut script = data;
+    while let Some((&op, rest)) = script.split_first() {
+        script = rest;
+        let take = |script: &mut &[u8]| -> Vec<u8> {
+            let Some((&n, rest)) = script.split_first() else {
+                return Vec::new();
+            };
+            let n = usize::from(n).min(rest.len());
+            let (bytes, rest) = rest.split_at(n);
+            *script = rest;
+            bytes.to_vec()
+        };
+        let bytes;
+        let event = match op % 12 {
+            0 => {
+                bytes = take(&mut script);
+                Event::ClientData(&bytes)
+            }
+            1 if worker.connected => {
+                bytes = take(&mut script);
+                Event::BackendData(&bytes)
+            }
+            2 if worker.connecting => Event::BackendReady {
+                reused: op & 0x10 != 0,
+            },
+            3 if worker.connecting => Event::BackendUnavailable(match op >> 4 & 3 {
+                0 => Unavailable::NoBackend,
+                1 => Unavailable::QueueTimeout,
+                _ => Unavailable::ConnectFailed,
+            }),
+            4 => Event::ClientEof,
+            5 if worker.connected => Event::BackendEof,
+            6 if worker.connected => Event::BackendError,
+            7 => Event::ClientError,
+            8 if worker.unsent_client > 0 => {
+                Event::ClientSent(std::mem::take(&mut worker.unsent_client))
+            }
+            9 if worker.unsent_backend > 0 => {
+                Event::BackendSent(std::mem::take(&mut worker.unsent_backend))
+            }
+            10 => {
+                let (direction, read) = if op & 0x10 == 0 {
+                    (Direction::ClientToBackend, session.client_read())
+                } else {
+                    (Direction::BackendToClient, session.backend_read())
+                };
+                let Read::Splice(n) = read else { continue };
+                assert!(n > 0, "a splice of nothing");
+                Event::Spliced {
+                    direction,
+                    bytes: n.min(u64::from(op >> 5) * 40_000 + 1),
+                }
+            }
+            11 => match worker.timer {
+                Some(kind) => Event::Timeout(kind),
+                None => continue,
+            },
+            _ => continue,
+        };
+        match event {
+            Event::BackendReady { .. } => {
+                worker.connecting = false;
+                worker.connected = true;
+            }
+            Event::BackendUnavailable(_) => worker.connecting = false,
+            Event::Spliced { direction, .. } => {
+                assert!(
+                    worker.connected,
+                    "a splice needs the backend: {direction:?}"
+                );
+            }
+            _ => {}
+        }
+        out.clear();
+        session.handle(event, &router, &mut out);
+        worker.apply(&out);
+        if worker.ended {
+            assert!(session.is_finished());
+            assert_eq!(session.client_read(), Read::Paused);
+            assert_eq!(session.backend_read(), Read::Paused);
+            return;
+        }
+        if !worker.connected {
+            assert_eq!(
+                session.backend_read(),
+                Read::Paused,
+                "no reading a backend not held"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -238,10 +404,11 @@ mod tests {
     fn replay_the_fuzz_corpora() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
         type Target = fn(&[u8]);
-        let targets: [(&str, Target); 3] = [
+        let targets: [(&str, Target); 4] = [
             ("request_head", super::request_head),
             ("response_head", super::response_head),
             ("chunked", super::chunked),
+            ("session", super::session),
         ];
         let mut total = 0;
         for (name, target) in targets {
