@@ -221,7 +221,7 @@ impl Default for RequestHead {
             method_span: Span::default(),
             target: Span::default(),
             version: Version::Http11,
-            fields: Vec::with_capacity(32),
+            fields: Vec::new(),
         }
     }
 }
@@ -260,7 +260,7 @@ impl Default for ResponseHead {
             version: Version::Http11,
             status: 0,
             reason: Span::default(),
-            fields: Vec::with_capacity(32),
+            fields: Vec::new(),
         }
     }
 }

@@ -36,7 +36,8 @@
 //! connection at a time. [`Action::ReleaseBackend`]: the response is complete and the connection clean:
 //! release the lease and pool the connection (or close it if the pool is full; a send to it still in
 //! flight must complete first, and a failed one means close).
-//! [`Action::CloseBackend`]: release the lease and close the connection. After either, no more
+//! [`Action::CloseBackend`]: release the lease and close the connection; while a `ConnectBackend` is
+//! still pending it means cancel it (leave the queue, abandon the connect). After either, no more
 //! backend events for that connection (drop its pending completions).
 //!
 //! **Timers.** [`Action::SetTimer`] replaces the session's single timer (`None` cancels it); the
@@ -45,8 +46,8 @@
 //! with [`Event::Timeout`]. While a backend is being obtained no timer runs: the worker's queue and
 //! connect timeouts apply.
 //!
-//! **Ending.** [`Action::Tunnel`]: a `101` was forwarded; after the sends already emitted, splice both
-//! ways with the tunnel timeout; the backend connection (and its lease) now belongs to the tunnel and
+//! **Ending.** [`Action::Tunnel`]: a `101` was forwarded, and then whatever either side had sent past
+//! its head; after those sends complete, splice both ways with the tunnel timeout; the backend connection (and its lease) now belongs to the tunnel and
 //! the session is finished. [`Action::CloseClient`]: after the sends already emitted complete, close
 //! the client connection (with `linger`, shut down the write side first and drain what the client
 //! still sends for a moment, so it reads the response before a reset). Either is the session's last
@@ -84,7 +85,12 @@ pub const RETRY_BUFFER: usize = 16 * 1024;
 /// What the session needs to know about its listener and client.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
+    /// Largest request head (listener `max_header_bytes`, default
+    /// [`DEFAULT_MAX_HEADER_BYTES`](super::head::DEFAULT_MAX_HEADER_BYTES)): beyond it, 431.
     pub max_header_bytes: usize,
+    /// Most request header fields (listener `max_headers`, default
+    /// [`DEFAULT_MAX_HEADERS`](super::head::DEFAULT_MAX_HEADERS), capped at
+    /// [`MAX_HEADERS_LIMIT`](super::head::MAX_HEADERS_LIMIT)): beyond it, 431.
     pub max_headers: usize,
     pub rewrite: RewriteContext,
 }
@@ -148,7 +154,7 @@ struct Exchange {
     response: ResponseState,
     /// Any response byte (informational or final) came from the backend.
     response_seen: bool,
-    /// A final response head was sent to the client.
+    /// The status of the final response head sent to the client; 0 before one was.
     status: u16,
     close_client: bool,
     backend_reusable: bool,
@@ -294,6 +300,7 @@ impl HttpSession {
     /// Makes as much progress as the buffered bytes allow.
     fn advance(&mut self, router: &Router, out: &mut Vec<Action>) {
         loop {
+            let before = (self.phase, self.exchanges);
             let progressed = match self.phase {
                 Phase::Idle if self.unsent_client >= BUFFER_LIMIT => false,
                 Phase::Idle => self.start_request(router, out),
@@ -303,7 +310,7 @@ impl HttpSession {
                 }
                 Phase::Finished => false,
             };
-            if !progressed {
+            if !progressed && (self.phase, self.exchanges) == before {
                 return;
             }
         }
