@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ringway_dataplane::http::router::{PathMatch, RouteSpec};
 use ringway_dataplane::routing::{BackendSlot, ClusterRoute, ClusterSlot, RouteBackend, Wakers};
 use ringway_shared::{
     Backend, BackendState, Balance, Cluster, Listener, Protocol, Snapshot, Timeouts,
@@ -84,6 +85,61 @@ pub fn route(
     }
 }
 
+/// The issue's scale of virtual hosts on one HTTP listener.
+pub const VIRTUAL_HOSTS: usize = 5_000;
+
+/// `hosts` HTTP routes as a shared port carries them: most services one exact host (`app-N.example.com`,
+/// a quarter of them with two path prefixes), one in ten also a wildcard (`*.app-N.example.net`), and a
+/// catch-all route without hosts.
+pub fn vhost_routes(hosts: usize) -> Vec<RouteSpec> {
+    let mut routes: Vec<RouteSpec> = (0..hosts)
+        .map(|i| RouteSpec {
+            name: format!("svc-{i:05}"),
+            hosts: if i % 10 == 0 {
+                vec![
+                    format!("app-{i}.example.com"),
+                    format!("*.app-{i}.example.net"),
+                ]
+            } else {
+                vec![format!("app-{i}.example.com")]
+            },
+            paths: if i % 4 == 0 {
+                vec!["/api".into(), "/static".into()]
+            } else {
+                Vec::new()
+            },
+            path_match: PathMatch::Prefix,
+            header: None,
+            target: i,
+        })
+        .collect();
+    routes.push(RouteSpec {
+        name: "catch-all".into(),
+        hosts: Vec::new(),
+        paths: vec!["/".into()],
+        path_match: PathMatch::Prefix,
+        header: None,
+        target: hosts,
+    });
+    routes
+}
+
+/// A browser's request head (Chrome-like, 13 fields, ~700 bytes).
+pub const BROWSER_REQUEST: &[u8] = b"GET /api/v1/catalog/items?page=2&sort=price HTTP/1.1\r\n\
+Host: app-1234.example.com\r\n\
+Connection: keep-alive\r\n\
+sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\n\
+sec-ch-ua-mobile: ?0\r\n\
+sec-ch-ua-platform: \"Linux\"\r\n\
+Upgrade-Insecure-Requests: 1\r\n\
+User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
+Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n\
+Sec-Fetch-Site: none\r\n\
+Sec-Fetch-Mode: navigate\r\n\
+Accept-Encoding: gzip, deflate, br, zstd\r\n\
+Accept-Language: en-US,en;q=0.9\r\n\
+Cookie: session=0123456789abcdef0123456789abcdef; theme=dark\r\n\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +150,10 @@ mod tests {
         s.validate().unwrap();
         assert_eq!(s.backend_count(), 100 * BACKENDS_PER_SERVICE);
         assert_eq!(route(Balance::LeastConn, 10, None, 100).backends.len(), 10);
+        let router =
+            ringway_dataplane::http::router::Router::build(&vhost_routes(VIRTUAL_HOSTS)).unwrap();
+        assert!(router.conflicts().is_empty());
+        let found = router.route(Some(b"app-1234.example.com"), b"/", |_| None);
+        assert_eq!(found.map(|m| m.target), Some(1234));
     }
 }

@@ -10,6 +10,7 @@
 //! - [`pipes`]: pools of splice pipes and copy buffers, within a process-wide pipe budget.
 //! - [`limits`]: the descriptor plan and the process-wide connection cap.
 //! - [`close`]: why a session ended (a typed reason, counted per service).
+//! - [`http`]: the sans-IO HTTP/1.1 engine: parsers, framing rules, router, per-client state machine.
 //! - [`admin`]: the status endpoint (`/status`, `/stats`, `/metrics`, `/config`, `/`).
 //! - [`takeover`]: handing listening sockets to a new dataplane binary; [`detach`]: the reload command.
 //! - [`notify`]: readiness reports to systemd and to a `--detach` parent.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod cli;
 pub mod close;
 pub mod detach;
+pub mod http;
 pub mod limits;
 pub mod notify;
 pub mod pipes;
