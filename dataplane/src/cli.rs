@@ -91,6 +91,13 @@ pub struct Config {
         value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=32768))]
     pub ring_entries: u32,
 
+    /// Receive buffers per worker ring (16 KiB each, a power of two): what one turn of the loop can
+    /// receive on the buffered path (HTTP). Idle connections hold none.
+    #[arg(long, env = "RINGWAY_RECV_BUFFERS",
+        value_name = "N", default_value_t = crate::worker::ring::provided::DEFAULT_BUFFERS,
+        value_parser = parse_recv_buffers)]
+    pub recv_buffers: u16,
+
     /// `uring-splice` only: io-wq threads allowed per worker (bounded and unbounded each), pinned to
     /// the worker's core.
     #[arg(long, env = "RINGWAY_IOWQ_MAX_WORKERS",
@@ -162,6 +169,18 @@ impl Config {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A receive-buffer count: a power of two from 16 to 32768.
+fn parse_recv_buffers(text: &str) -> Result<u16, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(16..=32_768).contains(&n) || !n.is_power_of_two() {
+        return Err(format!("{n}: must be a power of two from 16 to 32768"));
+    }
+    Ok(n as u16)
 }
 
 /// Parses `250ms`, `30s`, `2m` or a bare number of seconds.

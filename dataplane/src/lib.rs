@@ -217,6 +217,7 @@ fn start_workers(config: &Config) -> anyhow::Result<Started> {
             core: (!config.no_pin && !cores.is_empty()).then(|| cores[index % cores.len()]),
             ring: RingConfig {
                 entries: config.ring_entries,
+                recv_buffers: config.recv_buffers,
                 iowq_max_workers: uring_splice.then_some(config.iowq_max_workers),
             },
             forward: config.forward,

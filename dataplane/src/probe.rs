@@ -65,6 +65,9 @@ pub fn check(entries: u32, needs_uring_splice: bool) -> Result<(), ProbeError> {
         ("connect", opcode::Connect::CODE),
         ("link timeout", opcode::LinkTimeout::CODE),
         ("cancel", opcode::AsyncCancel::CODE),
+        ("receive", opcode::RecvMulti::CODE),
+        ("send", opcode::Send::CODE),
+        ("sendmsg", opcode::SendMsg::CODE),
     ];
     if needs_uring_splice {
         needed.push(("splice", opcode::Splice::CODE));

@@ -98,7 +98,7 @@ pub struct Conn {
     pub up: Flow,
     pub down: Flow,
     /// Ops in the ring that name this connection, one bit per [`OpKind`].
-    pub pending: u16,
+    pub pending: u32,
     pub last_active_ms: u64,
     /// When the connection was accepted (worker clock), for the access log.
     pub opened_ms: u64,

@@ -47,7 +47,7 @@ impl Worker {
             OpKind::SpliceInDown => self.on_splice_in(index, generation, Direction::Down, result),
             OpKind::SpliceOutUp => self.on_splice_out(index, generation, Direction::Up, result),
             OpKind::SpliceOutDown => self.on_splice_out(index, generation, Direction::Down, result),
-            OpKind::Accept | OpKind::Wake | OpKind::Cancel => unreachable!("not a connection op"),
+            other => unreachable!("{other:?} is not an op of a TCP connection"),
         }
     }
 

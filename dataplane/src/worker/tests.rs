@@ -32,6 +32,7 @@ impl TestWorker {
             core: None,
             ring: RingConfig {
                 entries: 256,
+                recv_buffers: ring::provided::DEFAULT_BUFFERS,
                 iowq_max_workers: None,
             },
             forward,

@@ -1,22 +1,37 @@
 //! One worker's io_uring: submission helpers, completion decoding and the memory that ops point to.
 //!
 //! This is one of the two modules with `unsafe` (the other is `sys`). The contract of `SubmissionQueue::push`
-//! is that everything an SQE points to stays valid until the kernel is done with it. Only `connect` points
-//! at memory (a socket address and a timeout); the ring owns both in [`ConnectArgs`] and frees them only
-//! after *both* the connect CQE and its linked-timeout CQE have arrived, so no caller can get it wrong.
-//! All other ops here carry descriptors and integers only.
+//! is that everything an SQE points to stays valid until the kernel is done with it. Three kinds of ops
+//! point at memory, and the ring owns that memory in each case, so no caller can get it wrong:
+//!
+//! - `connect` (a socket address and a timeout): owned in [`ConnectArgs`], freed only after *both* the
+//!   connect CQE and its linked-timeout CQE have arrived.
+//! - multishot receives write into the provided-buffer ring ([`provided`]): a buffer is the kernel's
+//!   until a completion lends it to the worker, and lent buffers go back at the next submission.
+//! - sends read from [`Bytes`] the ring holds in a [`send::SendArgs`] until the send's completion.
+//!
+//! All other ops carry descriptors and integers only. When the ring is dropped with receives, sends or
+//! connects still in flight (a worker cut short), it cancels them and waits for their completions; memory
+//! whose ops did not confirm their end is leaked rather than freed under the kernel.
 //!
 //! The descriptor a successful accept completion returns is wrapped in an [`OwnedFd`] here, as its completion
 //! is read, and the worker takes it with [`Ring::take_accepted`]: the raw number never becomes a descriptor
 //! anywhere else, so no safe code can forge or double an owner.
+
+pub mod provided;
+pub mod send;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use bytes::Bytes;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use socket2::SockAddr;
+
+use provided::ProvidedBuffers;
+use send::SendArgs;
 
 /// What an operation is for. Stored in the top byte of `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +56,30 @@ pub enum OpKind {
     Cancel = 11,
     /// Watches a queued or connecting client for leaving (`POLLRDHUP`, errors).
     ClientWatch = 12,
+    /// Multishot receive on a client session's socket into the provided buffers.
+    ClientRecv = 13,
+    /// A send to a client session's socket.
+    ClientSend = 14,
+    /// Connect of a backend connection (`index` names the worker's backend-connection slab).
+    BackendConnect = 15,
+    BackendConnectTimeout = 16,
+    /// Multishot receive on a backend connection's socket.
+    BackendRecv = 17,
+    /// A send to a backend connection's socket.
+    BackendSend = 18,
+}
+
+/// Which of the worker's objects an op's `index` and `generation` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The worker itself (wake-ups, cancels).
+    Worker,
+    /// A listener slot.
+    Listener,
+    /// A client session (the session slab).
+    Session,
+    /// A backend connection (the backend-connection slab).
+    Backend,
 }
 
 impl OpKind {
@@ -59,13 +98,55 @@ impl OpKind {
             10 => SpliceOutDown,
             11 => Cancel,
             12 => ClientWatch,
+            13 => ClientRecv,
+            14 => ClientSend,
+            15 => BackendConnect,
+            16 => BackendConnectTimeout,
+            17 => BackendRecv,
+            18 => BackendSend,
             _ => return None,
         })
     }
 
-    /// Bit of this op in a connection's pending-op mask.
-    pub const fn bit(self) -> u16 {
+    /// Bit of this op in an object's pending-op mask.
+    pub const fn bit(self) -> u32 {
         1 << (self as u8)
+    }
+
+    /// The object this op belongs to.
+    pub const fn target(self) -> Target {
+        use OpKind::*;
+        match self {
+            Wake | Cancel => Target::Worker,
+            Accept => Target::Listener,
+            BackendConnect | BackendConnectTimeout | BackendRecv | BackendSend => Target::Backend,
+            Connect | ConnectTimeout | PollUp | PollDown | SpliceInUp | SpliceOutUp
+            | SpliceInDown | SpliceOutDown | ClientWatch | ClientRecv | ClientSend => {
+                Target::Session
+            }
+        }
+    }
+
+    /// A multishot receive into provided buffers.
+    const fn is_recv(self) -> bool {
+        matches!(self, OpKind::ClientRecv | OpKind::BackendRecv)
+    }
+
+    /// The connect op of a connect or its linked timeout (the key of the connect's memory).
+    const fn connect_of(self) -> Option<OpKind> {
+        match self {
+            OpKind::Connect | OpKind::ConnectTimeout => Some(OpKind::Connect),
+            OpKind::BackendConnect | OpKind::BackendConnectTimeout => Some(OpKind::BackendConnect),
+            _ => None,
+        }
+    }
+
+    /// The linked timeout of a connect op.
+    const fn timeout_of(self) -> OpKind {
+        match self {
+            OpKind::BackendConnect => OpKind::BackendConnectTimeout,
+            _ => OpKind::ConnectTimeout,
+        }
     }
 }
 
@@ -130,6 +211,9 @@ pub struct Completion {
     pub result: i32,
     /// A multishot op will produce more completions.
     pub more: bool,
+    /// The provided buffer a receive filled (`result` bytes of it), lent to the worker until the next
+    /// submission: read it with [`Ring::received`].
+    pub buffer: Option<u16>,
 }
 
 /// Memory a connect and its linked timeout point to, alive until both have completed.
@@ -144,6 +228,8 @@ struct ConnectArgs {
 #[derive(Debug, Clone, Copy)]
 pub struct RingConfig {
     pub entries: u32,
+    /// Provided buffers for receives (a power of two; see [`provided`] for the sizing).
+    pub recv_buffers: u16,
     /// Caps io-wq (bounded, unbounded) workers and pins them to the worker's core; `None` leaves the
     /// kernel defaults. Only `uring-splice` forwards through io-wq.
     pub iowq_max_workers: Option<u32>,
@@ -157,10 +243,19 @@ const CQ_PER_SQ: u32 = 4;
 /// overflow instead (the kernel refusing submissions must not make the worker spin).
 const SUBMIT_ATTEMPTS: usize = 3;
 
-/// A worker's ring plus the op memory it owns.
+/// How long a ring being dropped waits for its cancelled ops before it leaks their memory instead.
+const DROP_WAIT: Duration = Duration::from_secs(2);
+
+/// A worker's ring plus the op memory it owns. `ring` is declared first so that it is dropped before the
+/// memory its ops point to.
 pub struct Ring {
     ring: IoUring,
     connect_args: HashMap<u64, Box<ConnectArgs>>,
+    /// Sends in flight and the buffers they read from, by `user_data`.
+    sends: HashMap<u64, Box<SendArgs>>,
+    buffers: ProvidedBuffers,
+    /// Multishot receives submitted whose final completion (without `MORE`) has not been read.
+    armed_recvs: usize,
     /// Sockets returned by accept completions that were read but not yet taken, by descriptor number.
     accepted: HashMap<RawFd, OwnedFd>,
     /// Entries that found the submission queue full while the kernel refused to take it: each group
@@ -189,9 +284,13 @@ impl Ring {
                     .register_iowq_aff(&crate::sys::cpu_set_of(core))?;
             }
         }
+        let buffers = ProvidedBuffers::register(&ring, config.recv_buffers)?;
         Ok(Self {
             ring,
             connect_args: HashMap::new(),
+            sends: HashMap::new(),
+            buffers,
+            armed_recvs: 0,
             accepted: HashMap::new(),
             overflow: VecDeque::new(),
             submit_failing: false,
@@ -320,8 +419,11 @@ impl Ring {
     }
 
     /// Connects `fd` to `address`, cancelled after `timeout` (the connect then completes with `-ECANCELED`).
+    /// `op` is a connect kind ([`OpKind::Connect`] or [`OpKind::BackendConnect`]); its linked timeout
+    /// completes under the matching timeout kind.
     pub fn connect(&mut self, fd: RawFd, address: &SockAddr, timeout: Duration, op: UserData) {
-        let connect_ud = op.with_kind(OpKind::Connect).encode();
+        let kind = op.kind.connect_of().expect("a connect op");
+        let connect_ud = op.with_kind(kind).encode();
         let args = Box::new(ConnectArgs {
             address: address.clone(),
             timeout: types::Timespec::from(timeout),
@@ -337,7 +439,7 @@ impl Ring {
         .user_data(connect_ud);
         let timeout = opcode::LinkTimeout::new(&args.timeout as *const types::Timespec)
             .build()
-            .user_data(op.with_kind(OpKind::ConnectTimeout).encode());
+            .user_data(op.with_kind(kind.timeout_of()).encode());
         // The Box's heap address is stable while it sits in the map, so the pointers above stay valid.
         let previous = self.connect_args.insert(connect_ud, args);
         debug_assert!(
@@ -356,6 +458,48 @@ impl Ring {
         self.push(entry);
     }
 
+    /// A multishot receive on `fd` into the provided buffers. Each completion lends one buffer
+    /// ([`Completion::buffer`]); `0` is end of file, `-ENOBUFS` means the buffers ran out this turn (the
+    /// receive ended: arm it again next turn). Every path ends with a completion without `more`.
+    pub fn recv_multi(&mut self, fd: RawFd, op: UserData) {
+        debug_assert!(op.kind.is_recv(), "{:?} is not a receive", op.kind);
+        let entry = opcode::RecvMulti::new(types::Fd(fd), provided::BUFFER_GROUP)
+            .build()
+            .user_data(op.encode());
+        self.armed_recvs += 1;
+        self.push(entry);
+    }
+
+    /// Sends `buffers`, in order, on `fd` (one op; at most [`send::MAX_SEND_BUFFERS`]). The ring keeps
+    /// them until the completion, whose result is the bytes sent (all of them unless an error stopped
+    /// it) or `-errno`. At most one send per `op` may be in flight.
+    pub fn send(&mut self, fd: RawFd, buffers: Vec<Bytes>, op: UserData) {
+        let args = SendArgs::new(buffers);
+        let entry = match args.single() {
+            Some((ptr, len)) => opcode::Send::new(types::Fd(fd), ptr, len)
+                .flags(send::SEND_FLAGS)
+                .build(),
+            None => opcode::SendMsg::new(types::Fd(fd), args.header())
+                .flags(send::SEND_FLAGS as u32)
+                .build(),
+        }
+        .user_data(op.encode());
+        // The Box's heap address is stable while it sits in the map, so the pointers above stay valid.
+        let previous = self.sends.insert(op.encode(), args);
+        assert!(previous.is_none(), "two sends in flight for {op:?}");
+        self.push(entry);
+    }
+
+    /// The bytes a receive completion delivered, in its lent buffer (empty when it carried none).
+    pub fn received(&self, completion: &Completion) -> &[u8] {
+        match completion.buffer {
+            Some(bid) if completion.result > 0 => {
+                self.buffers.bytes(bid, completion.result as usize)
+            }
+            _ => &[],
+        }
+    }
+
     /// Asks the kernel to cancel the op identified by `target`; the target then completes (usually with
     /// `-ECANCELED`) and the cancel itself completes as an [`OpKind::Cancel`].
     pub fn cancel(&mut self, target: UserData) {
@@ -365,8 +509,10 @@ impl Ring {
         self.push(entry);
     }
 
-    /// Submits what is queued and waits for at least one completion or until `timeout`.
+    /// Submits what is queued and waits for at least one completion or until `timeout`. Buffers lent by
+    /// earlier completions go back to the kernel first.
     pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.buffers.give_back_lent();
         self.flush_overflow()?;
         let result = match timeout {
             Some(t) => {
@@ -390,8 +536,9 @@ impl Ring {
         }
     }
 
-    /// Submits what is queued without waiting.
+    /// Submits what is queued without waiting (lent buffers go back first).
     pub fn submit(&mut self) -> io::Result<()> {
+        self.buffers.give_back_lent();
         self.flush_overflow()?;
         self.ring.submit().map(drop)
     }
@@ -406,14 +553,29 @@ impl Ring {
                 debug_assert!(false, "completion with unknown user_data {raw:#x}");
                 continue;
             };
-            let more = cqueue::more(cqe.flags());
-            if matches!(op.kind, OpKind::Connect | OpKind::ConnectTimeout) {
-                let key = op.with_kind(OpKind::Connect).encode();
+            let flags = cqe.flags();
+            let more = cqueue::more(flags);
+            if let Some(kind) = op.kind.connect_of() {
+                let key = op.with_kind(kind).encode();
                 if let Some(args) = self.connect_args.get_mut(&key) {
                     args.outstanding -= 1;
                     if args.outstanding == 0 {
                         self.connect_args.remove(&key);
                     }
+                }
+            }
+            if matches!(op.kind, OpKind::ClientSend | OpKind::BackendSend) {
+                let sent = self.sends.remove(&raw);
+                debug_assert!(sent.is_some(), "send completion without its buffers");
+            }
+            let mut buffer = None;
+            if op.kind.is_recv() {
+                if !more {
+                    self.armed_recvs -= 1;
+                }
+                buffer = cqueue::buffer_select(flags);
+                if let Some(bid) = buffer {
+                    self.buffers.lend(bid);
                 }
             }
             let result = cqe.result();
@@ -424,7 +586,12 @@ impl Ring {
                 let previous = self.accepted.insert(result, socket);
                 debug_assert!(previous.is_none(), "descriptor {result} accepted twice");
             }
-            out.push(Completion { op, result, more });
+            out.push(Completion {
+                op,
+                result,
+                more,
+                buffer,
+            });
         }
     }
 
@@ -438,6 +605,73 @@ impl Ring {
     /// Connects whose memory the ring still holds (tests and debug assertions).
     pub fn connects_in_flight(&self) -> usize {
         self.connect_args.len()
+    }
+
+    /// Sends whose buffers the ring still holds (tests and debug assertions).
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Multishot receives still armed (tests and debug assertions).
+    pub fn recvs_armed(&self) -> usize {
+        self.armed_recvs
+    }
+
+    /// Provided buffers lent to the worker now (tests).
+    pub fn buffers_lent(&self) -> usize {
+        self.buffers.lent()
+    }
+
+    /// Ops that point at memory the ring owns.
+    fn memory_ops(&self) -> usize {
+        self.armed_recvs + self.sends.len() + self.connect_args.len()
+    }
+}
+
+impl Drop for Ring {
+    /// Normally nothing is in flight (a worker exits once every connection is closed). A worker cut short
+    /// cancels what is left and waits for the completions; memory of ops that did not end in time is
+    /// leaked, never freed while the kernel may still use it.
+    fn drop(&mut self) {
+        if self.memory_ops() == 0 {
+            return;
+        }
+        let _ = self.ring.submit();
+        let _ = self.ring.submitter().register_sync_cancel(
+            Some(types::Timespec::from(DROP_WAIT)),
+            types::CancelBuilder::any(),
+        );
+        let deadline = std::time::Instant::now() + DROP_WAIT;
+        let mut completions = Vec::new();
+        while self.memory_ops() > 0 && std::time::Instant::now() < deadline {
+            let ts = types::Timespec::from(Duration::from_millis(10));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            if let Err(e) = self.ring.submitter().submit_with_args(1, &args)
+                && !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                )
+            {
+                break;
+            }
+            completions.clear();
+            self.drain_completions(&mut completions);
+        }
+        if self.memory_ops() > 0 {
+            tracing::warn!(
+                receives = self.armed_recvs,
+                sends = self.sends.len(),
+                connects = self.connect_args.len(),
+                "io_uring ops still in flight at exit: their memory is kept, not freed"
+            );
+            self.buffers.leak_on_drop();
+            for (_, args) in self.sends.drain() {
+                std::mem::forget(args);
+            }
+            for (_, args) in self.connect_args.drain() {
+                std::mem::forget(args);
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ fn ring() -> Ring {
     Ring::new(
         RingConfig {
             entries: 64,
+            recv_buffers: provided::DEFAULT_BUFFERS,
             iowq_max_workers: None,
         },
         None,
@@ -142,6 +143,7 @@ fn a_push_that_cannot_submit_gives_up_instead_of_spinning() {
         let ring = Ring::new(
             RingConfig {
                 entries: 16,
+                recv_buffers: provided::DEFAULT_BUFFERS,
                 iowq_max_workers: None,
             },
             None,
@@ -195,6 +197,7 @@ fn the_largest_ring_the_flag_allows_can_be_created() {
     match Ring::new(
         RingConfig {
             entries,
+            recv_buffers: provided::DEFAULT_BUFFERS,
             iowq_max_workers: None,
         },
         None,
@@ -245,4 +248,190 @@ fn an_accepted_socket_is_owned_by_the_ring_until_taken_once() {
     assert!(ring.take_accepted(accept.result).is_none(), "one owner");
     let server = std::net::TcpStream::from(socket);
     assert_eq!(server.peer_addr().unwrap(), client.local_addr().unwrap());
+}
+
+fn small_ring(recv_buffers: u16) -> Ring {
+    Ring::new(
+        RingConfig {
+            entries: 64,
+            recv_buffers,
+            iowq_max_workers: None,
+        },
+        None,
+    )
+    .expect("io_uring available")
+}
+
+/// Turns the ring until `done` holds for the bytes received so far; returns them with the completions.
+fn receive_until(
+    ring: &mut Ring,
+    mut done: impl FnMut(&[u8], &[Completion]) -> bool,
+) -> (Vec<u8>, Vec<Completion>) {
+    let (mut bytes, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..500 {
+        ring.submit_and_wait(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut batch = Vec::new();
+        ring.drain_completions(&mut batch);
+        for c in &batch {
+            bytes.extend_from_slice(ring.received(c));
+        }
+        all.extend(batch);
+        if done(&bytes, &all) {
+            return (bytes, all);
+        }
+    }
+    panic!(
+        "condition never held: {} bytes, completions {all:?}",
+        bytes.len()
+    );
+}
+
+#[test]
+fn a_multishot_receive_lends_buffers_for_one_turn_and_ends_with_eof() {
+    use std::io::Write;
+    let (mut peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut ring = ring();
+    let op = UserData::new(OpKind::ClientRecv, 5, 2);
+    ring.recv_multi(ours.as_raw_fd(), op);
+    assert_eq!(ring.recvs_armed(), 1);
+    peer.write_all(b"first").unwrap();
+    let (got, completions) = receive_until(&mut ring, |b, _| b == b"first");
+    assert!(completions.iter().all(|c| c.more && c.op == op));
+    assert!(
+        ring.buffers_lent() >= 1,
+        "the buffer is the worker's this turn"
+    );
+    peer.write_all(b" second").unwrap();
+    drop(peer);
+    let (rest, completions) =
+        receive_until(&mut ring, |_, c| c.iter().any(|c| !c.more && c.result == 0));
+    assert_eq!([got, rest].concat(), b"first second");
+    let last = completions.last().unwrap();
+    assert_eq!((last.result, last.more, last.buffer), (0, false, None));
+    assert_eq!(ring.recvs_armed(), 0, "end of file ends the receive");
+    ring.submit().unwrap();
+    assert_eq!(ring.buffers_lent(), 0, "every lent buffer went back");
+}
+
+#[test]
+fn receives_that_run_out_of_buffers_end_with_enobufs_and_lose_nothing() {
+    use std::io::Write;
+    // Eight sockets with four buffers' worth queued each, received in one turn by a ring of 16 buffers.
+    const SOCKETS: usize = 8;
+    let per_socket = 4 * provided::BUFFER_SIZE as usize;
+    let mut ring = small_ring(16);
+    let mut pairs = Vec::new();
+    for s in 0..SOCKETS {
+        let (mut peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+        let payload: Vec<u8> = (0..per_socket).map(|i| ((i + s) % 251) as u8).collect();
+        peer.write_all(&payload).unwrap();
+        pairs.push((peer, ours, payload, Vec::new(), false));
+    }
+    let mut enobufs = 0;
+    for _ in 0..1000 {
+        for (i, (_, ours, _, _, armed)) in pairs.iter_mut().enumerate() {
+            if !*armed {
+                *armed = true;
+                ring.recv_multi(
+                    ours.as_raw_fd(),
+                    UserData::new(OpKind::BackendRecv, i as u32, 0),
+                );
+            }
+        }
+        ring.submit_and_wait(Some(Duration::from_millis(20)))
+            .unwrap();
+        let mut batch = Vec::new();
+        ring.drain_completions(&mut batch);
+        for c in &batch {
+            let (_, _, _, received, armed) = &mut pairs[c.op.index as usize];
+            received.extend_from_slice(ring.received(c));
+            if c.result == -libc::ENOBUFS {
+                assert!(!c.more, "ENOBUFS ends a multishot receive");
+                enobufs += 1;
+            }
+            if !c.more {
+                // Re-armed next turn, when the lent buffers are back.
+                *armed = false;
+            }
+        }
+        if pairs.iter().all(|p| p.3.len() == per_socket) {
+            break;
+        }
+    }
+    for (i, (_, _, payload, received, _)) in pairs.iter().enumerate() {
+        assert_eq!(received.len(), payload.len(), "socket {i}");
+        assert!(received == payload, "socket {i}: bytes in order, none lost");
+    }
+    assert!(
+        enobufs > 0,
+        "16 buffers cannot hold 32 buffers' worth in one turn"
+    );
+}
+
+#[test]
+fn sends_keep_their_buffers_until_the_completion_and_go_out_in_order() {
+    use std::io::Read;
+    let (mut peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut ring = ring();
+    let one = UserData::new(OpKind::ClientSend, 1, 0);
+    ring.send(ours.as_raw_fd(), vec![Bytes::from_static(b"head ")], one);
+    let body = Bytes::from(vec![b'x'; 100_000]);
+    let many = UserData::new(OpKind::BackendSend, 2, 0);
+    // The caller's handles may go at once: the ring holds its own.
+    ring.send(
+        ours.as_raw_fd(),
+        vec![
+            Bytes::from_static(b"a"),
+            body.clone(),
+            Bytes::from_static(b"z"),
+        ],
+        many,
+    );
+    drop(body);
+    assert_eq!(ring.sends_in_flight(), 2);
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0u8; 5 + 100_002];
+        peer.read_exact(&mut got).unwrap();
+        got
+    });
+    let done = wait_for(&mut ring, &[OpKind::ClientSend, OpKind::BackendSend]);
+    let got = reader.join().unwrap();
+    assert_eq!(&got[..6], b"head a");
+    assert!(got[6..100_006].iter().all(|&b| b == b'x'));
+    assert_eq!(got[100_006], b'z');
+    let result = |k| done.iter().find(|c| c.op.kind == k).unwrap().result;
+    assert_eq!(result(OpKind::ClientSend), 5);
+    assert_eq!(result(OpKind::BackendSend), 100_002, "all of it, in one op");
+    assert_eq!(ring.sends_in_flight(), 0, "buffers released at completion");
+}
+
+#[test]
+fn a_send_to_a_closed_peer_fails_with_epipe_rather_than_a_signal() {
+    let (peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(peer);
+    let mut ring = ring();
+    ring.send(
+        ours.as_raw_fd(),
+        vec![Bytes::from_static(b"nobody listens")],
+        UserData::new(OpKind::ClientSend, 0, 0),
+    );
+    let done = wait_for(&mut ring, &[OpKind::ClientSend]);
+    assert_eq!(done[0].result, -libc::EPIPE);
+}
+
+#[test]
+fn a_ring_dropped_with_receives_armed_cancels_them_first() {
+    let (_peer, ours) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut ring = ring();
+    for i in 0..8 {
+        ring.recv_multi(ours.as_raw_fd(), UserData::new(OpKind::ClientRecv, i, 0));
+    }
+    ring.submit().unwrap();
+    let started = std::time::Instant::now();
+    drop(ring);
+    assert!(
+        started.elapsed() < DROP_WAIT,
+        "the cancelled receives completed at once, nothing had to be leaked"
+    );
 }

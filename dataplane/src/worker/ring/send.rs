@@ -1,0 +1,92 @@
+//! Sends from owned buffers.
+//!
+//! # Ownership
+//!
+//! A send points the kernel at the bytes of [`Bytes`] values. The ring takes the values (reference-counted
+//! handles: the caller usually keeps its own clones) into a [`SendArgs`] that it owns until the send's
+//! completion has been read, so the memory cannot be freed or reused while the kernel may still copy from
+//! it. Several buffers go out in one `SENDMSG` with an `iovec` per buffer, whose array and header live in
+//! the same boxed [`SendArgs`] (a heap address that does not move while the box sits in the ring's map).
+//!
+//! Sends carry `MSG_WAITALL`, so on a stream socket io_uring keeps sending until every byte went or an
+//! error stopped it (a short result means the rest did not go), and `MSG_NOSIGNAL`, so a closed peer is
+//! `EPIPE` rather than a signal.
+
+use bytes::Bytes;
+
+/// Most buffers one send carries (well below `IOV_MAX`).
+pub const MAX_SEND_BUFFERS: usize = 32;
+
+/// Flags of every send.
+pub const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
+
+/// What one send points to, alive until its completion.
+pub struct SendArgs {
+    buffers: Vec<Bytes>,
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+    len: usize,
+}
+
+// SAFETY: the raw pointers in `iov` and `msg` point into `buffers` and `iov`, which this value owns and
+// which move with it; nothing else holds them.
+unsafe impl Send for SendArgs {}
+
+impl SendArgs {
+    /// Boxes `buffers` (1..=[`MAX_SEND_BUFFERS`], none empty) and builds the header pointing into them.
+    pub fn new(buffers: Vec<Bytes>) -> Box<Self> {
+        assert!(
+            (1..=MAX_SEND_BUFFERS).contains(&buffers.len()),
+            "{} buffers in one send",
+            buffers.len()
+        );
+        let len = buffers.iter().map(Bytes::len).sum();
+        assert!(len > 0 && len <= u32::MAX as usize, "a send of {len} bytes");
+        // SAFETY: msghdr is plain data; all-zero is an empty header, completed in `finish`.
+        let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let mut args = Box::new(Self {
+            buffers,
+            iov: Vec::new(),
+            msg,
+            len,
+        });
+        args.finish();
+        args
+    }
+
+    /// Points the iovecs at the buffers and the header at the iovecs (after boxing: addresses are final).
+    fn finish(&mut self) {
+        self.iov = self
+            .buffers
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        self.msg.msg_iov = self.iov.as_mut_ptr();
+        self.msg.msg_iovlen = self.iov.len();
+    }
+
+    /// Bytes this send carries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A single buffer: its address and length (for `SEND`, which needs no header).
+    pub fn single(&self) -> Option<(*const u8, u32)> {
+        match &self.buffers[..] {
+            [only] => Some((only.as_ptr(), only.len() as u32)),
+            _ => None,
+        }
+    }
+
+    /// The header for `SENDMSG`.
+    pub fn header(&self) -> *const libc::msghdr {
+        &self.msg
+    }
+}
