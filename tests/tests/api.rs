@@ -534,3 +534,36 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
     wait_version(&mut h.dataplane, version_of(&removed));
     assert!(wait_until(Duration::from_secs(10), || connect(port).is_err()));
 }
+
+#[test]
+fn an_override_stays_with_its_listen_address_when_another_service_takes_the_name() {
+    let a = NamedBackend::start("a");
+    let (first, second) = (free_port(), free_port());
+    let mut h = Harness::start(&[Service::new("web", first).backend(a.port())], &[], &[]);
+    let api = h.controlplane.api();
+    let drained = api.ok(
+        "PUT",
+        &format!("/v1/services/web/backends/127.0.0.1:{}", a.port()),
+        Some(r#"{"state":"drain"}"#),
+    );
+    wait_version(&mut h.dataplane, version_of(&drained));
+
+    // "web" on the first port goes away; a different service (another listen address) is now "web".
+    h.reconfigure(&[Service::new("web", second).backend(a.port())]);
+    let (_, view) = api.get("/v1/services");
+    let instance = &view["services"][0]["instances"][0];
+    assert_eq!(view["services"][0]["listen"], local(second).to_string());
+    assert_eq!(instance["override"], serde_json::Value::Null, "{view}");
+    assert_eq!(instance["effective"]["state"], "active", "{view}");
+    let mut stream = connect(second).unwrap();
+    assert_eq!(
+        read_name(&mut stream).unwrap(),
+        "a",
+        "the new service routes"
+    );
+    assert_eq!(
+        view["dormant_overrides"][0]["listen"],
+        local(first).to_string(),
+        "the override waits for its own service: {view}"
+    );
+}

@@ -21,14 +21,17 @@ use super::dfp::{self, Registration};
 use crate::model::Catalog;
 use crate::model::SourceId;
 use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
-use crate::pipeline::overrides::{Edit, Overrides};
+use crate::pipeline::overrides::{Edit, LegacyOverrides, Overrides};
 use crate::pipeline::publisher::Publisher;
 use crate::sources::SourceHandle;
 
 /// The API source's name in `/v1/sources` and in merge notes.
 pub const API_SOURCE: &str = "api";
-/// Version of the state file's layout.
-pub const STATE_FORMAT: u32 = 1;
+/// Version of the state file's layout: 2 keys overrides by listen address; 1 (read, never written) keyed
+/// them by service name.
+pub const STATE_FORMAT: u32 = 2;
+/// The name-keyed layout, still read.
+const STATE_FORMAT_BY_NAME: u32 = 1;
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +42,28 @@ pub struct SavedState {
     pub services: BTreeMap<String, Registration>,
     #[serde(default)]
     pub overrides: Overrides,
+}
+
+/// A state file of format 1: overrides keyed by service name.
+#[derive(Debug, Deserialize)]
+struct SavedStateByName {
+    #[serde(default)]
+    services: BTreeMap<String, Registration>,
+    #[serde(default)]
+    overrides: LegacyOverrides,
+}
+
+impl From<SavedStateByName> for SavedState {
+    fn from(old: SavedStateByName) -> Self {
+        Self {
+            format: STATE_FORMAT,
+            services: old.services,
+            overrides: Overrides {
+                by_name: old.overrides,
+                ..Overrides::default()
+            },
+        }
+    }
 }
 
 /// Why the state file could not be used.
@@ -83,13 +108,8 @@ impl ApiState {
         if !saved.overrides.is_empty() || !saved.services.is_empty() {
             info!(
                 services = saved.services.len(),
-                overrides = saved
-                    .overrides
-                    .backends
-                    .values()
-                    .map(BTreeMap::len)
-                    .sum::<usize>(),
-                switches = saved.overrides.switches.len(),
+                overrides = saved.overrides.backend_count(),
+                switches = saved.overrides.switches.len() + saved.overrides.by_name.switches.len(),
                 "API state restored"
             );
         }
@@ -231,7 +251,7 @@ fn log_edit(edit: &Edit, applied: Applied) {
             backend,
             value,
         } => info!(
-            service,
+            service = %service,
             backend = %backend,
             state = value.state.map(|s| s.to_string()),
             weight = value.weight,
@@ -240,16 +260,18 @@ fn log_edit(edit: &Edit, applied: Applied) {
             "override set"
         ),
         Edit::Clear { service, backend } => {
-            info!(service, backend = %backend, version, changed, "override cleared")
+            info!(service = %service, backend = %backend, version, changed, "override cleared")
         }
         Edit::Switch { service, backends } => info!(
-            service,
+            service = %service,
             backends = ?backends,
             version,
             changed,
             "switch set"
         ),
-        Edit::ClearSwitch { service } => info!(service, version, changed, "switch cleared"),
+        Edit::ClearSwitch { service } => {
+            info!(service = %service, version, changed, "switch cleared")
+        }
     }
 }
 
@@ -265,13 +287,9 @@ pub fn load(path: &Path) -> Result<SavedState, StateError> {
             });
         }
     };
-    match serde_json::from_str::<SavedState>(&text) {
-        Ok(state) if state.format == STATE_FORMAT => Ok(state),
-        outcome => {
-            let why = match outcome {
-                Ok(state) => format!("format {} is not {STATE_FORMAT}", state.format),
-                Err(e) => e.to_string(),
-            };
+    match parse(&text) {
+        Ok(state) => Ok(state),
+        Err(why) => {
             let aside = path.with_extension("corrupt");
             let moved = std::fs::rename(path, &aside);
             warn!(
@@ -282,6 +300,26 @@ pub fn load(path: &Path) -> Result<SavedState, StateError> {
             );
             Ok(SavedState::default())
         }
+    }
+}
+
+/// A state file's content, of the current format or of format 1.
+fn parse(text: &str) -> Result<SavedState, String> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let format = serde_json::from_str::<Format>(text)
+        .map_err(|e| e.to_string())?
+        .format;
+    match format {
+        STATE_FORMAT => serde_json::from_str::<SavedState>(text).map_err(|e| e.to_string()),
+        STATE_FORMAT_BY_NAME => serde_json::from_str::<SavedStateByName>(text)
+            .map(SavedState::from)
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "format {other} is not {STATE_FORMAT} (or {STATE_FORMAT_BY_NAME})"
+        )),
     }
 }
 
@@ -310,7 +348,7 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::overrides::{AdminState, BackendOverride};
+    use crate::pipeline::overrides::{AdminState, BackendOverride, ServiceRef};
     use std::net::SocketAddr;
 
     #[test]
@@ -330,7 +368,7 @@ mod tests {
         state
             .overrides
             .backends
-            .entry("web".into())
+            .entry("127.0.0.1:80".parse().unwrap())
             .or_default()
             .insert(
                 "127.0.0.1:1".parse().unwrap(),
@@ -417,7 +455,7 @@ mod tests {
         assert_eq!((again.version, again.changed), (good.version, false));
 
         let bad_edit = Edit::Set {
-            service: "svc".into(),
+            service: ServiceRef::Name("svc".into()),
             backend: SocketAddr::from(([127, 0, 0, 1], 9000)),
             value: BackendOverride {
                 state: None,
@@ -427,6 +465,31 @@ mod tests {
         let err = state.edit(bad_edit).await.unwrap_err();
         assert!(err.to_string().contains("weight"), "{err}");
         assert!(publisher.inputs_view().overrides.is_empty());
+    }
+
+    #[test]
+    fn a_state_file_keyed_by_service_name_is_read_into_the_legacy_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-state.json");
+        std::fs::write(
+            &path,
+            r#"{"format": 1, "services": {},
+                "overrides": {"backends": {"web": {"127.0.0.1:1": {"state": "maint"}}},
+                              "switches": {"app": ["127.0.0.1:2"]}}}"#,
+        )
+        .unwrap();
+        let state = load(&path).unwrap();
+        assert_eq!(state.format, STATE_FORMAT);
+        assert!(state.overrides.backends.is_empty());
+        assert_eq!(
+            state.overrides.by_name.backends["web"][&"127.0.0.1:1".parse::<SocketAddr>().unwrap()]
+                .state,
+            Some(AdminState::Maint)
+        );
+        assert_eq!(state.overrides.by_name.switches["app"].len(), 1);
+        // Written back in the current format, the legacy part round trips until it is adopted.
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).unwrap(), state);
     }
 
     #[test]

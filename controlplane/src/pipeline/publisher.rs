@@ -76,6 +76,13 @@ pub enum PublishError {
     Encode(#[from] WireError),
 }
 
+/// Keys an older state file's name-keyed overrides by listen address as their services appear.
+fn adopt_legacy(overrides: &mut Overrides, merged: &Catalog) {
+    for (service, listen) in overrides.adopt_legacy(merged) {
+        info!(service, listen = %listen, "override from an older state file now keyed by listen address");
+    }
+}
+
 /// The single writer of the current snapshot.
 #[derive(Debug)]
 pub struct Publisher {
@@ -150,17 +157,19 @@ impl Publisher {
     pub fn apply_edit(&self, edit: &Edit) -> Result<bool, OverrideError> {
         let mut inputs = self.inputs();
         let merged = inputs.merged().catalog;
+        adopt_legacy(&mut inputs.overrides, &merged);
         inputs.overrides.edit(edit, &merged)
     }
 
     /// Merges the latest catalog of every source, applies the overrides, and publishes the result.
     pub fn publish_inputs(&self) -> Result<PublishOutcome, PublishError> {
         let effective = {
-            let inputs = self.inputs();
+            let mut inputs = self.inputs();
             let merged = inputs.merged();
             for note in &merged.notes {
                 info!("{note}");
             }
+            adopt_legacy(&mut inputs.overrides, &merged.catalog);
             inputs.overrides.apply(&merged.catalog)
         };
         let result = self.publish(&effective);
