@@ -13,6 +13,14 @@ use ringway_tests::procs::Controlplane;
 use ringway_tests::traffic::echo_round_trip;
 use ringway_tests::{EchoBackend, Harness, NamedBackend, Service, read_name, wait_until};
 
+/// Registrations here forward to test backends on loopback, which the API refuses unless allowed.
+const LOOPBACK_BACKENDS: &[&str] = &[
+    "--listen-address",
+    "127.0.0.1",
+    "--api-allow-backends",
+    "127.0.0.0/8",
+];
+
 /// One round trip on a held connection: it still flows.
 fn still_flows(stream: &mut TcpStream) {
     stream.write_all(b"ping").unwrap();
@@ -57,7 +65,7 @@ fn reconfigure_and_remove_route_and_unroute_a_service() {
     let other = free_port();
     let mut h = Harness::start(
         &[Service::new("static", other).backend(echo.port())],
-        &["--listen-address", "127.0.0.1"],
+        LOOPBACK_BACKENDS,
         &[],
     );
     let api = h.controlplane.api();
@@ -485,7 +493,7 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
     let (port, static_port) = (free_port(), free_port());
     let mut h = Harness::start(
         &[Service::new("static", static_port).backend(named.port())],
-        &["--listen-address", "127.0.0.1"],
+        LOOPBACK_BACKENDS,
         &[],
     );
     let api = h.controlplane.api();
@@ -515,7 +523,7 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
             .is_some()
     );
     let services = h.services.path.clone();
-    h.controlplane = Controlplane::start(h.path(), &services, &["--listen-address", "127.0.0.1"]);
+    h.controlplane = Controlplane::start(h.path(), &services, LOOPBACK_BACKENDS);
     let api = h.controlplane.api();
     let (_, view) = api.get("/v1/services");
     assert_eq!(

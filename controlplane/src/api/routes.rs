@@ -264,6 +264,9 @@ fn dfp_params(request: &Request<Incoming>) -> Result<Params, DfpError> {
 }
 
 fn dfp_failure(name: &str, error: &StateError) -> HttpResponse {
+    if let StateError::Refused(refused) = error {
+        return dfp_answer(refused.status, &DfpResponse::error(name, refused));
+    }
     let (status, field) = match error {
         StateError::Apply(ApplyError::Override(e)) => (StatusCode::BAD_REQUEST, e.field()),
         other => {
@@ -292,15 +295,26 @@ async fn reconfigure(context: &ApiContext, request: &Request<Incoming>) -> HttpR
         Err(e) => return dfp_answer(e.status, &DfpResponse::error("", &e)),
     };
     let name = params.service_name().unwrap_or_default().to_string();
-    let parsed = match dfp::parse_reconfigure(&params) {
+    let policy = &context.policy;
+    let parsed = match dfp::parse_reconfigure(&params)
+        .and_then(|parsed| policy.check_ports(&parsed.registration).map(|()| parsed))
+    {
         Ok(parsed) => parsed,
         Err(e) => return dfp_answer(e.status, &DfpResponse::error(&name, &e)),
     };
-    let registration = match dfp::resolve(parsed).await {
+    let hosts_from_name = parsed.hosts_from_name;
+    let registration = match dfp::resolve(parsed)
+        .await
+        .and_then(|r| policy.check_backends(&r, hosts_from_name).map(|()| r))
+    {
         Ok(registration) => registration,
         Err(e) => return dfp_answer(e.status, &DfpResponse::error(&name, &e)),
     };
-    match context.state.reconfigure(registration.clone()).await {
+    match context
+        .state
+        .reconfigure(registration.clone(), policy)
+        .await
+    {
         Ok(applied) => dfp_answer(
             200,
             &with_applied(

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::dfp::{self, Registration};
+use super::dfp::{self, DfpError, Registration};
+use super::policy::{RegistrationPolicy, listens_overlap};
 use crate::model::Catalog;
 use crate::model::SourceId;
 use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
@@ -78,6 +79,9 @@ pub enum StateError {
     NotSaved(Box<StateError>, Applied),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The registration is not allowed ([`RegistrationPolicy`]); nothing changed.
+    #[error("{0}")]
+    Refused(DfpError),
 }
 
 /// What the API changes, shared by its handlers.
@@ -147,9 +151,31 @@ impl ApiState {
         self.services.lock().await.clone()
     }
 
-    /// Registers (or replaces) a docker-flow-proxy service.
-    pub async fn reconfigure(&self, registration: Registration) -> Result<Applied, StateError> {
+    /// Registers (or replaces) a docker-flow-proxy service, if `policy` allows it: a new name only below
+    /// the cap, a listen address another source serves only with `--api-allow-merge`. (Ports and
+    /// backends are checked before, by the caller.)
+    pub async fn reconfigure(
+        &self,
+        registration: Registration,
+        policy: &RegistrationPolicy,
+    ) -> Result<Applied, StateError> {
         let mut services = self.services.lock().await;
+        if !services.contains_key(&registration.service_name)
+            && services.len() >= policy.max_registrations
+        {
+            return Err(StateError::Refused(DfpError {
+                status: 409,
+                field: "serviceName".into(),
+                message: format!(
+                    "serviceName: {} services are registered, as many as --api-max-registrations \
+                     allows; remove one first",
+                    services.len()
+                ),
+            }));
+        }
+        if !policy.allow_merge {
+            self.check_not_owned(&registration)?;
+        }
         let mut next = services.clone();
         let name = registration.service_name.clone();
         next.insert(name.clone(), registration);
@@ -158,6 +184,32 @@ impl ApiState {
         log_change("API service registered", &name, applied);
         self.save(&services, applied)?;
         Ok(applied)
+    }
+
+    /// Refuses a destination whose listen address another source serves.
+    fn check_not_owned(&self, registration: &Registration) -> Result<(), StateError> {
+        for destination in &registration.destinations {
+            let listen = SocketAddr::new(self.listen_ip, destination.src_port);
+            let owner = self
+                .publisher
+                .find_listener(self.handle.id(), |other| listens_overlap(listen, other));
+            if let Some((source, name, address)) = owner {
+                let field = if destination.index == 0 {
+                    "srcPort".to_string()
+                } else {
+                    format!("srcPort.{}", destination.index)
+                };
+                return Err(StateError::Refused(DfpError {
+                    status: 409,
+                    message: format!(
+                        "{field}: {listen} is served by {name:?} on {address} from the source {source}; \
+                         registering there would add backends to it (allow with --api-allow-merge)"
+                    ),
+                    field,
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// Removes a docker-flow-proxy service; `None` if none of that name was registered.
@@ -349,7 +401,6 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
 mod tests {
     use super::*;
     use crate::pipeline::overrides::{AdminState, BackendOverride, ServiceRef};
-    use std::net::SocketAddr;
 
     #[test]
     fn the_state_file_round_trips_and_a_broken_one_is_moved_aside() {
@@ -435,10 +486,17 @@ mod tests {
             }],
             timeout_server_s: None,
         };
-        let good = state.reconfigure(registration(9000)).await.unwrap();
+        let policy = RegistrationPolicy::default();
+        let good = state
+            .reconfigure(registration(9000), &policy)
+            .await
+            .unwrap();
         assert!(good.changed);
         // Port 0 never comes out of the parser; here it stands for any catalog that does not compile.
-        let err = state.reconfigure(registration(0)).await.unwrap_err();
+        let err = state
+            .reconfigure(registration(0), &policy)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StateError::Apply(ApplyError::Publish(_))),
             "{err}"
@@ -451,7 +509,10 @@ mod tests {
         );
         assert_eq!(state.registrations().await["svc"], registration(9000));
         assert_eq!(load(&file).unwrap().services["svc"], registration(9000));
-        let again = state.reconfigure(registration(9000)).await.unwrap();
+        let again = state
+            .reconfigure(registration(9000), &policy)
+            .await
+            .unwrap();
         assert_eq!((again.version, again.changed), (good.version, false));
 
         let bad_edit = Edit::Set {

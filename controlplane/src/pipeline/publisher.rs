@@ -15,6 +15,7 @@
 //! what was merged and overridden.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ringway_shared::Snapshot;
@@ -137,6 +138,27 @@ impl Publisher {
     /// Keeps `catalog` as `source`'s latest; the next [`Publisher::publish_inputs`] merges it.
     pub fn record(&self, source: SourceId, catalog: Catalog) {
         self.inputs().latest.insert(source, catalog);
+    }
+
+    /// The first service of a source other than `except` whose listen address `clashes` says is taken:
+    /// its source, name and address.
+    pub fn find_listener(
+        &self,
+        except: &SourceId,
+        clashes: impl Fn(SocketAddr) -> bool,
+    ) -> Option<(SourceId, String, SocketAddr)> {
+        let inputs = self.inputs();
+        inputs
+            .latest
+            .iter()
+            .filter(|(id, _)| *id != except)
+            .find_map(|(id, catalog)| {
+                catalog
+                    .services
+                    .iter()
+                    .find(|s| clashes(s.listen))
+                    .map(|s| (id.clone(), s.name.clone(), s.listen))
+            })
     }
 
     /// Whether any source has sent a catalog yet.
