@@ -301,6 +301,11 @@ impl Subscriber {
                         greeted = true;
                         self.greeted = true;
                         tracing::info!(controlplane = %hello.name, version = hello.applied_version, "connected to the controlplane");
+                        // A new session knows nothing of listeners we could not open; if the
+                        // controlplane has nothing newer to send, no ACK would tell it otherwise.
+                        if self.applied.is_some() && !self.published.load().failed.is_empty() {
+                            wire::write_message(&mut stream, &self.ack(self.applied_version()))?;
+                        }
                         continue;
                     }
                     if let Some(reply) = self.handle(message) {

@@ -285,6 +285,18 @@ fn invalid_snapshots_are_nacked_and_the_last_good_one_keeps_serving() {
         }
         other => panic!("expected an ACK naming the failed listener, got {other:?}"),
     }
+    // A new session, with nothing newer to send, still learns about it.
+    drop(session);
+    let mut again = fake.accept();
+    assert_eq!(again.hello.applied_version, 14);
+    match again.reply() {
+        Message::Ack {
+            version: 14,
+            failed_listeners,
+        } => assert_eq!(failed_listeners.len(), 1, "{failed_listeners:?}"),
+        other => panic!("expected the failed listener again after reconnecting, got {other:?}"),
+    }
+    drop(holder);
 }
 
 #[test]
