@@ -108,11 +108,14 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     let api_state = match config.api {
         Some(_) => {
             let handle = sources.handle(SourceId::new(API_SOURCE), sink.clone());
+            let mut policy = config.api_policy.clone();
+            policy.reserved.extend(config.api.map(|a| a.port()));
             let state = ApiState::start(
                 handle,
                 Arc::clone(&publisher),
                 config.discovery.listen_ip,
                 config.api_state_file.clone(),
+                &policy,
             )
             .await
             .context("cannot start")?;

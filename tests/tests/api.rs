@@ -541,6 +541,35 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
     let removed = api.ok("GET", "/v1/docker-flow-proxy/remove?serviceName=kept", None);
     wait_version(&mut h.dataplane, version_of(&removed));
     assert!(wait_until(Duration::from_secs(10), || connect(port).is_err()));
+
+    // Registered while loopback backends were allowed; restarted without that: not restored.
+    api.ok("GET", &format!("/v1/docker-flow-proxy/reconfigure?serviceName=loop&reqMode=tcp&srcPort={port}&port={}&outboundHostname=127.0.0.1", echo.port()), None);
+    h.controlplane.proc.signal(libc::SIGTERM);
+    assert!(
+        h.controlplane
+            .proc
+            .wait_exit(Duration::from_secs(15))
+            .is_some()
+    );
+    h.controlplane = Controlplane::start(h.path(), &services, &["--listen-address", "127.0.0.1"]);
+    let (_, view) = h.controlplane.api().get("/v1/services");
+    assert!(
+        !view["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "loop"),
+        "a registration the limits now refuse came back: {view}"
+    );
+    assert_eq!(
+        h.controlplane.api().get("/v1/sources").1["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == "api")
+            .map(|s| s["state"].clone()),
+        Some(serde_json::json!("ok"))
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use super::dfp::{DfpError, Registration};
+use super::dfp::{DfpError, Registration, names};
 
 /// Default of `--api-port-range`: no privileged port.
 pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 1024..=65535;
@@ -84,6 +84,17 @@ impl RegistrationPolicy {
             }
         }
         Ok(())
+    }
+
+    /// Whether a registration read back from the state file is still allowed: the limits may have been
+    /// tightened since it was made (an upgrade from a version without them, a flag removed), and a
+    /// restart must not bring back what a new call would be refused. Its name, ports and backends are
+    /// checked as a new call's; the merge rule is not, as the other sources have not answered yet.
+    pub fn check_restored(&self, registration: &Registration) -> Result<(), DfpError> {
+        names::check_service_name(&registration.service_name)
+            .map_err(|e| DfpError::bad("serviceName", e))?;
+        self.check_ports(registration)?;
+        self.check_backends(registration, false)
     }
 
     /// No backend is in a refused range, unless `--api-allow-backends` allows it. `hosts_from_name`: the
@@ -330,6 +341,25 @@ mod tests {
                 .check_backends(&registration(8080, &["169.254.169.254"]), false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn restored_registrations_are_checked_like_new_ones() {
+        let policy = RegistrationPolicy::default();
+        assert!(
+            policy
+                .check_restored(&registration(8080, &["10.0.0.5"]))
+                .is_ok()
+        );
+        let field = |r: Registration| policy.check_restored(&r).unwrap_err().field;
+        assert_eq!(field(registration(80, &["10.0.0.5"])), "srcPort.2");
+        assert_eq!(
+            field(registration(8080, &["127.0.0.1"])),
+            "outboundHostname"
+        );
+        let mut bad_name = registration(8080, &["10.0.0.5"]);
+        bad_name.service_name = "a/b".into();
+        assert_eq!(field(bad_name), "serviceName");
     }
 
     #[test]

@@ -98,17 +98,41 @@ pub struct ApiState {
 impl ApiState {
     /// Restores the state file (if any) into the publisher and reports the restored registrations through
     /// `handle`. A missing file is an empty state; a file that does not parse is moved aside (to
-    /// `<file>.corrupt`) and logged, so bad input never keeps the controlplane from starting.
+    /// `<file>.corrupt`) and logged, so bad input never keeps the controlplane from starting. A
+    /// registration `policy` refuses now is dropped with a warning (see
+    /// [`RegistrationPolicy::check_restored`]); the file loses it with the next change.
     pub async fn start(
         handle: SourceHandle,
         publisher: Arc<Publisher>,
         listen_ip: IpAddr,
         file: Option<PathBuf>,
+        policy: &RegistrationPolicy,
     ) -> Result<Self, StateError> {
-        let saved = match &file {
+        let mut saved = match &file {
             Some(path) => load(path)?,
             None => SavedState::default(),
         };
+        saved.services.retain(|name, registration| match policy.check_restored(registration) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    service = name,
+                    field = e.field,
+                    error = e.message,
+                    "API registration in the state file not restored: the API's limits refuse it now"
+                );
+                false
+            }
+        });
+        while saved.services.len() > policy.max_registrations {
+            if let Some((name, _)) = saved.services.pop_last() {
+                warn!(
+                    service = name,
+                    max_registrations = policy.max_registrations,
+                    "API registration in the state file not restored: more than --api-max-registrations"
+                );
+            }
+        }
         if !saved.overrides.is_empty() || !saved.services.is_empty() {
             info!(
                 services = saved.services.len(),
@@ -463,6 +487,7 @@ mod tests {
             Arc::clone(&publisher),
             IpAddr::from([127, 0, 0, 1]),
             Some(file.clone()),
+            &RegistrationPolicy::default(),
         )
         .await
         .unwrap();
