@@ -52,6 +52,7 @@ use tracing::info;
 
 pub use startup::config::Config;
 
+use api::guard::Access;
 use api::state::{API_SOURCE, ApiState};
 use api::{ApiContext, ApiServer};
 use model::SourceId;
@@ -107,11 +108,14 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     let api_state = match config.api {
         Some(_) => {
             let handle = sources.handle(SourceId::new(API_SOURCE), sink.clone());
+            let mut policy = config.api_policy.clone();
+            policy.reserved.extend(config.api.map(|a| a.port()));
             let state = ApiState::start(
                 handle,
                 Arc::clone(&publisher),
                 config.discovery.listen_ip,
                 config.api_state_file.clone(),
+                &policy,
             )
             .await
             .context("cannot start")?;
@@ -174,7 +178,11 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
             publisher: Arc::clone(&publisher),
             dataplanes: registry,
             state,
-            token: config.api_token.clone().map(|t| t.0),
+            access: Access {
+                token: config.api_token.clone().map(|t| t.0),
+                allowed_origins: config.api_allowed_origins.clone(),
+            },
+            policy: config.api_policy.clone(),
         };
         let api = ApiServer::bind(address, context)
             .await

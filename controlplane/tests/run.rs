@@ -78,9 +78,7 @@ fn a_changed_file_reaches_the_dataplane_with_a_higher_version_and_shutdown_clean
         first.cluster("web").unwrap().backends[0].max_connections,
         Some(10)
     );
-    dp.send(&Message::Ack {
-        version: first.version,
-    });
+    dp.send(&Message::ack(first.version));
 
     std::fs::write(&file, services_toml(20)).unwrap();
     let second = dp.recv_snapshot();

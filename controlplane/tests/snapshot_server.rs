@@ -97,7 +97,7 @@ fn acks_and_nacks_are_recorded_in_the_registry() {
     let mut dp = h.connect("dp-acks");
     dp.hello(0, 0);
     dp.recv_snapshot();
-    dp.send(&Message::Ack { version: v1 });
+    dp.send(&Message::ack(v1));
     let v2 = h.publish(&catalog(20));
     assert_eq!(dp.recv_snapshot().version, v2);
     dp.send(&Message::Nack {
@@ -200,7 +200,7 @@ fn a_peer_claiming_to_be_a_controlplane_or_skipping_hello_is_closed() {
     )));
     assert_eq!(dp.expect_closed(), vec![]);
     let mut dp = h.connect("rude");
-    dp.send(&Message::Ack { version: 1 });
+    dp.send(&Message::ack(1));
     assert_eq!(dp.expect_closed(), vec![]);
     // A second hello mid-session is a protocol error too.
     let mut dp = h.connect("twice");

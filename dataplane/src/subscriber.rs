@@ -4,6 +4,11 @@
 //! Applying means: check the snapshot's invariants, build a routing table (binding any new listeners),
 //! publish it to every worker and wait until all have switched, then persist it to the state file.
 //! Anything that fails before publication leaves the previous routes serving, and the NACK says why.
+//!
+//! A listener that cannot be opened (another program holds the port, a privileged port) is not such a
+//! failure: the rest of the snapshot is applied on every worker, the ACK lists the listener with the
+//! operating system's error, and binding it is retried with backoff; each change of that list is ACKed
+//! again for the same version.
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -12,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringway_shared::wire::{self, FrameDecoder, Hello, Message, Role};
-use ringway_shared::{ModelError, Snapshot};
+use ringway_shared::{ListenerFailure, ModelError, Snapshot};
 
 use crate::routing::{BuildError, Published, TableBuilder};
 use crate::state_file;
@@ -25,8 +30,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// How long all workers get to switch to a new table before the subscriber logs a warning.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
-/// Read timeout on the socket: how often the session loop checks liveness and shutdown.
+/// Read timeout on the socket: how often the session loop checks liveness, shutdown and bind retries.
 const READ_TICK: Duration = Duration::from_millis(500);
+/// First retry of a listener that could not be opened; doubled after each failed retry.
+const BIND_RETRY_START: Duration = Duration::from_secs(1);
+/// Longest delay between retries of a listener that could not be opened.
+const BIND_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Why a snapshot was refused (the text of the NACK).
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +76,8 @@ pub struct Subscriber {
     unsaved: bool,
     /// The last session got as far as the controlplane's hello.
     greeted: bool,
+    /// When to try again to open the listeners the applied table lacks, and the delay after that.
+    bind_retry: Option<(Instant, Duration)>,
 }
 
 impl Subscriber {
@@ -86,6 +97,7 @@ impl Subscriber {
             applied: None,
             unsaved: false,
             greeted: false,
+            bind_retry: None,
         }
     }
 
@@ -112,9 +124,14 @@ impl Subscriber {
         let snapshot = Arc::new(snapshot);
         let table = self.builder.build(Arc::clone(&snapshot))?;
         let built = started.elapsed();
+        let before = self.published.load().failed.clone();
+        let failed = table.failed.clone();
         if let Err(lag) = self.published.publish(table, APPLY_WAIT) {
             tracing::warn!(%lag, "snapshot published but not yet applied everywhere");
         }
+        log_bind_changes(&before, &failed);
+        self.bind_retry =
+            (!failed.is_empty()).then(|| (Instant::now() + BIND_RETRY_START, BIND_RETRY_START));
         tracing::info!(
             version = snapshot.version,
             listeners = snapshot.listeners.len(),
@@ -127,6 +144,53 @@ impl Subscriber {
         self.applied = Some(snapshot);
         self.unsaved = true;
         Ok(())
+    }
+
+    /// Tries again, when it is time, to open the listeners the applied table lacks. True if the list of
+    /// failed listeners changed (and the table with the newly opened ones was published).
+    pub fn retry_binds(&mut self) -> bool {
+        let Some((at, delay)) = self.bind_retry else {
+            return false;
+        };
+        if Instant::now() < at {
+            return false;
+        }
+        let Some(snapshot) = self.applied.clone() else {
+            self.bind_retry = None;
+            return false;
+        };
+        let before = self.published.load().failed.clone();
+        let table = match self.builder.build(snapshot) {
+            Ok(table) => table,
+            Err(e) => {
+                // The same snapshot built before; it cannot fail now. Stop retrying rather than spin.
+                tracing::error!(error = %e, "rebuilding the applied snapshot failed; listener retries stop");
+                self.bind_retry = None;
+                return false;
+            }
+        };
+        let after = table.failed.clone();
+        let changed = after != before;
+        if changed {
+            // Same version: workers pick up the new listeners; the wait returns at once.
+            let _ = self.published.publish(table, APPLY_WAIT);
+            log_bind_changes(&before, &after);
+        }
+        let delay = if changed {
+            BIND_RETRY_START
+        } else {
+            (delay * 2).min(BIND_RETRY_MAX)
+        };
+        self.bind_retry = (!after.is_empty()).then(|| (Instant::now() + delay, delay));
+        changed
+    }
+
+    /// The ACK of `version`: what the workers serve, and the listeners they could not open.
+    fn ack(&self, version: u64) -> Message {
+        Message::Ack {
+            version,
+            failed_listeners: self.published.load().failed.clone(),
+        }
     }
 
     /// Writes the applied snapshot to the state file if it is not there yet.
@@ -191,6 +255,7 @@ impl Subscriber {
                 tracing::warn!(%error, retry_max_ms = BACKOFF_MAX.as_millis() as u64, "controlplane unreachable; routes stay as they are");
                 last_error = Some(error);
             }
+            self.retry_binds();
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -236,6 +301,11 @@ impl Subscriber {
                         greeted = true;
                         self.greeted = true;
                         tracing::info!(controlplane = %hello.name, version = hello.applied_version, "connected to the controlplane");
+                        // A new session knows nothing of listeners we could not open; if the
+                        // controlplane has nothing newer to send, no ACK would tell it otherwise.
+                        if self.applied.is_some() && !self.published.load().failed.is_empty() {
+                            wire::write_message(&mut stream, &self.ack(self.applied_version()))?;
+                        }
                         continue;
                     }
                     if let Some(reply) = self.handle(message) {
@@ -250,6 +320,9 @@ impl Subscriber {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) => {}
                 Err(e) => return Err(e.into()),
+            }
+            if greeted && self.retry_binds() {
+                wire::write_message(&mut stream, &self.ack(self.applied_version()))?;
             }
             if last_heard.elapsed() > PING_INTERVAL * 3 {
                 return Err(SessionError::Silent(last_heard.elapsed()));
@@ -268,7 +341,7 @@ impl Subscriber {
             Message::Snapshot(snapshot) => {
                 let version = snapshot.version;
                 Some(match self.apply(*snapshot) {
-                    Ok(()) => Message::Ack { version },
+                    Ok(()) => self.ack(version),
                     Err(e) => {
                         tracing::warn!(version, reason = %e, "snapshot refused; previous routes keep serving");
                         Message::Nack {
@@ -288,5 +361,25 @@ impl Subscriber {
                 None
             }
         }
+    }
+}
+
+/// One line per listener whose state changed between two tables: newly failed (or failing
+/// differently), or opened after all.
+fn log_bind_changes(before: &[ListenerFailure], after: &[ListenerFailure]) {
+    for failure in after.iter().filter(|f| !before.contains(f)) {
+        tracing::warn!(
+            listener = failure.name,
+            address = %failure.address,
+            error = failure.error,
+            retry_max_ms = BIND_RETRY_MAX.as_millis() as u64,
+            "listener cannot be opened; the rest of the snapshot is served and opening it is retried"
+        );
+    }
+    for opened in before
+        .iter()
+        .filter(|b| !after.iter().any(|a| a.address == b.address))
+    {
+        tracing::info!(listener = opened.name, address = %opened.address, "listener opened after all, or no longer wanted");
     }
 }

@@ -14,4 +14,4 @@ pub mod wire;
 pub use model::{
     Backend, BackendState, Balance, Cluster, Listener, ModelError, Protocol, Snapshot, Timeouts,
 };
-pub use wire::{FrameDecoder, Hello, Message, Role, WireError};
+pub use wire::{FrameDecoder, Hello, ListenerFailure, Message, Role, WireError};

@@ -8,6 +8,7 @@
 //! Decoding never panics on hostile input: oversized, truncated and garbage frames give a [`WireError`].
 
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,8 @@ use crate::codec::{self, CodecError};
 use crate::model::Snapshot;
 
 /// Version of this protocol; bumped on any incompatible change to [`Message`] or the payload encoding.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: [`Message::Ack`] carries the listeners the dataplane could not open.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest payload accepted. A 10,000-service / 100,000-backend snapshot is about 4 MiB.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 /// Size of the length prefix.
@@ -28,9 +30,12 @@ pub enum Message {
     Hello(Hello),
     /// The controlplane's current routing state, pushed whole.
     Snapshot(Box<Snapshot>),
-    /// The dataplane applied `version` on every worker.
+    /// The dataplane applied `version` on every worker, except the listeners in `failed_listeners`,
+    /// which it could not open and keeps retrying. Sent again for the same version whenever that list
+    /// changes (a retry bound one, say).
     Ack {
         version: u64,
+        failed_listeners: Vec<ListenerFailure>,
     },
     /// The dataplane refused `version` and keeps serving its previous snapshot.
     Nack {
@@ -56,6 +61,27 @@ impl Message {
             Message::Nack { .. } => "nack",
             Message::Ping { .. } => "ping",
             Message::Pong { .. } => "pong",
+        }
+    }
+}
+
+/// A listener of the applied snapshot that a dataplane could not open: everything else of the snapshot
+/// is served, this address is not until a retry binds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListenerFailure {
+    /// The listener's name in the snapshot.
+    pub name: String,
+    pub address: SocketAddr,
+    /// The operating system's word for it: `cannot bind: Address already in use (os error 98)`.
+    pub error: String,
+}
+
+impl Message {
+    /// An ACK of `version` with every listener open.
+    pub fn ack(version: u64) -> Self {
+        Message::Ack {
+            version,
+            failed_listeners: Vec::new(),
         }
     }
 }
@@ -368,7 +394,15 @@ mod tests {
         vec![
             Message::Hello(Hello::new(Role::Dataplane, "dp-1", 3, 0xfeed)),
             Message::Snapshot(Box::new(snapshot(20))),
-            Message::Ack { version: 9 },
+            Message::ack(9),
+            Message::Ack {
+                version: 10,
+                failed_listeners: vec![ListenerFailure {
+                    name: "web".into(),
+                    address: "127.0.0.1:80".parse().unwrap(),
+                    error: "cannot bind: Permission denied (os error 13)".into(),
+                }],
+            },
             Message::Nack {
                 version: 9,
                 reason: "listener 127.0.0.1:80: permission denied".into(),
@@ -448,11 +482,11 @@ mod tests {
             decode_frame(&[0, 0, 0, 0]),
             Err(WireError::EmptyFrame)
         ));
-        let mut frame = encode_frame(&Message::Ack { version: 1 }).unwrap();
+        let mut frame = encode_frame(&Message::ack(1)).unwrap();
         frame.extend_from_slice(&[0, 0]);
         assert!(matches!(decode_frame(&frame), Err(WireError::Malformed(_))));
         // A frame whose declared payload is longer than the message it holds.
-        let payload = codec::encode(&Message::Ack { version: 1 }).unwrap();
+        let payload = codec::encode(&Message::ack(1)).unwrap();
         let mut padded = ((payload.len() + 3) as u32).to_be_bytes().to_vec();
         padded.extend_from_slice(&payload);
         padded.extend_from_slice(&[1, 2, 3]);
@@ -551,7 +585,15 @@ mod tests {
         #[test]
         fn scalar_messages_round_trip(version in any::<u64>(), reason in ".{0,64}", nonce in any::<u64>()) {
             for m in [
-                Message::Ack { version },
+                Message::ack(version),
+                Message::Ack {
+                    version,
+                    failed_listeners: vec![ListenerFailure {
+                        name: reason.clone(),
+                        address: SocketAddr::from(([127, 0, 0, 1], (nonce % 65536) as u16)),
+                        error: reason.clone(),
+                    }],
+                },
                 Message::Nack { version, reason: reason.clone() },
                 Message::Ping { nonce },
                 Message::Pong { nonce },

@@ -28,11 +28,23 @@ impl ApiClient {
 
     /// `(status, parsed body)`; panics if the body is not JSON (every API answer is).
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        self.call_with(method, path, &[], body)
+    }
+
+    /// [`ApiClient::call`] with extra request headers (`Origin`, `Content-Type`, `Authorization`, …).
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
         let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = bearer
+        let mut headers: Vec<(&str, &str)> = bearer
             .as_deref()
             .map(|b| vec![("Authorization", b)])
             .unwrap_or_default();
+        headers.extend_from_slice(extra);
         let (status, text) = crate::http::request(self.address, method, path, &headers, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let json = serde_json::from_str(&text).unwrap_or_else(|e| {

@@ -4,10 +4,13 @@
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringway_shared::Snapshot;
 use ringway_shared::wire::{self, FrameDecoder, Hello, Message, Role};
+
+/// How long [`Session::reply`] waits for an answer other than ping/pong.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct FakeControlplane {
     listener: UnixListener,
@@ -64,9 +67,15 @@ impl Session {
         .unwrap();
     }
 
-    /// The next message other than ping/pong.
+    /// The next message other than ping/pong; panics if none comes within [`REPLY_TIMEOUT`] (the
+    /// dataplane's pings would otherwise keep a missing reply waiting forever).
     pub fn reply(&mut self) -> Message {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "no reply from the dataplane within {REPLY_TIMEOUT:?}"
+            );
             let message = wire::read_message(&mut self.stream, &mut self.decoder)
                 .unwrap()
                 .expect("dataplane closed the session");

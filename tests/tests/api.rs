@@ -13,6 +13,14 @@ use ringway_tests::procs::Controlplane;
 use ringway_tests::traffic::echo_round_trip;
 use ringway_tests::{EchoBackend, Harness, NamedBackend, Service, read_name, wait_until};
 
+/// Registrations here forward to test backends on loopback, which the API refuses unless allowed.
+const LOOPBACK_BACKENDS: &[&str] = &[
+    "--listen-address",
+    "127.0.0.1",
+    "--api-allow-backends",
+    "127.0.0.0/8",
+];
+
 /// One round trip on a held connection: it still flows.
 fn still_flows(stream: &mut TcpStream) {
     stream.write_all(b"ping").unwrap();
@@ -57,7 +65,7 @@ fn reconfigure_and_remove_route_and_unroute_a_service() {
     let other = free_port();
     let mut h = Harness::start(
         &[Service::new("static", other).backend(echo.port())],
-        &["--listen-address", "127.0.0.1"],
+        LOOPBACK_BACKENDS,
         &[],
     );
     let api = h.controlplane.api();
@@ -485,7 +493,7 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
     let (port, static_port) = (free_port(), free_port());
     let mut h = Harness::start(
         &[Service::new("static", static_port).backend(named.port())],
-        &["--listen-address", "127.0.0.1"],
+        LOOPBACK_BACKENDS,
         &[],
     );
     let api = h.controlplane.api();
@@ -515,7 +523,7 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
             .is_some()
     );
     let services = h.services.path.clone();
-    h.controlplane = Controlplane::start(h.path(), &services, &["--listen-address", "127.0.0.1"]);
+    h.controlplane = Controlplane::start(h.path(), &services, LOOPBACK_BACKENDS);
     let api = h.controlplane.api();
     let (_, view) = api.get("/v1/services");
     assert_eq!(
@@ -533,4 +541,66 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
     let removed = api.ok("GET", "/v1/docker-flow-proxy/remove?serviceName=kept", None);
     wait_version(&mut h.dataplane, version_of(&removed));
     assert!(wait_until(Duration::from_secs(10), || connect(port).is_err()));
+
+    // Registered while loopback backends were allowed; restarted without that: not restored.
+    api.ok("GET", &format!("/v1/docker-flow-proxy/reconfigure?serviceName=loop&reqMode=tcp&srcPort={port}&port={}&outboundHostname=127.0.0.1", echo.port()), None);
+    h.controlplane.proc.signal(libc::SIGTERM);
+    assert!(
+        h.controlplane
+            .proc
+            .wait_exit(Duration::from_secs(15))
+            .is_some()
+    );
+    h.controlplane = Controlplane::start(h.path(), &services, &["--listen-address", "127.0.0.1"]);
+    let (_, view) = h.controlplane.api().get("/v1/services");
+    assert!(
+        !view["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "loop"),
+        "a registration the limits now refuse came back: {view}"
+    );
+    assert_eq!(
+        h.controlplane.api().get("/v1/sources").1["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["source"] == "api")
+            .map(|s| s["state"].clone()),
+        Some(serde_json::json!("ok"))
+    );
+}
+
+#[test]
+fn an_override_stays_with_its_listen_address_when_another_service_takes_the_name() {
+    let a = NamedBackend::start("a");
+    let (first, second) = (free_port(), free_port());
+    let mut h = Harness::start(&[Service::new("web", first).backend(a.port())], &[], &[]);
+    let api = h.controlplane.api();
+    let drained = api.ok(
+        "PUT",
+        &format!("/v1/services/web/backends/127.0.0.1:{}", a.port()),
+        Some(r#"{"state":"drain"}"#),
+    );
+    wait_version(&mut h.dataplane, version_of(&drained));
+
+    // "web" on the first port goes away; a different service (another listen address) is now "web".
+    h.reconfigure(&[Service::new("web", second).backend(a.port())]);
+    let (_, view) = api.get("/v1/services");
+    let instance = &view["services"][0]["instances"][0];
+    assert_eq!(view["services"][0]["listen"], local(second).to_string());
+    assert_eq!(instance["override"], serde_json::Value::Null, "{view}");
+    assert_eq!(instance["effective"]["state"], "active", "{view}");
+    let mut stream = connect(second).unwrap();
+    assert_eq!(
+        read_name(&mut stream).unwrap(),
+        "a",
+        "the new service routes"
+    );
+    assert_eq!(
+        view["dormant_overrides"][0]["listen"],
+        local(first).to_string(),
+        "the override waits for its own service: {view}"
+    );
 }

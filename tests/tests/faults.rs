@@ -13,6 +13,7 @@ use ringway_shared::{
     Backend, BackendState, Balance, Cluster, Listener, Protocol, Snapshot, Timeouts,
 };
 use ringway_tests::fake_controlplane::FakeControlplane;
+use ringway_tests::http::{get, stats};
 use ringway_tests::net::{connect, free_port, local};
 use ringway_tests::traffic::echo_round_trip;
 use ringway_tests::{Controlplane, Dataplane, EchoBackend, Harness, Service, wait_until};
@@ -238,17 +239,11 @@ fn invalid_snapshots_are_nacked_and_the_last_good_one_keeps_serving() {
     let mut session = fake.accept();
 
     session.send(&snapshot(10, port, echo.port(), 500));
-    assert_eq!(session.reply(), Message::Ack { version: 10 });
+    assert_eq!(session.reply(), Message::ack(10));
     echo_round_trip(port, 1, 1000).unwrap();
 
-    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let occupied_port = occupied.local_addr().unwrap().port();
     let cases = [
         (snapshot(11, port, echo.port(), 0), "weight"),
-        (
-            snapshot(12, occupied_port, echo.port(), 500),
-            &*format!("127.0.0.1:{occupied_port}"),
-        ),
         (snapshot(5, port, echo.port(), 500), "not newer"),
     ];
     for (bad, expected) in &cases {
@@ -271,6 +266,37 @@ fn invalid_snapshots_are_nacked_and_the_last_good_one_keeps_serving() {
     session.send(&tampered);
     assert!(matches!(session.reply(), Message::Nack { version: 13, .. }));
     echo_round_trip(port, 99, 1000).unwrap();
+
+    // A listener that cannot be opened is no reason to refuse: the ACK names it, with the OS error.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let occupied = holder.local_addr().unwrap();
+    session.send(&snapshot(14, occupied.port(), echo.port(), 500));
+    match session.reply() {
+        Message::Ack {
+            version: 14,
+            failed_listeners,
+        } => {
+            assert_eq!(failed_listeners.len(), 1, "{failed_listeners:?}");
+            assert_eq!(failed_listeners[0].address, occupied);
+            assert!(
+                failed_listeners[0].error.contains("in use"),
+                "{failed_listeners:?}"
+            );
+        }
+        other => panic!("expected an ACK naming the failed listener, got {other:?}"),
+    }
+    // A new session, with nothing newer to send, still learns about it.
+    drop(session);
+    let mut again = fake.accept();
+    assert_eq!(again.hello.applied_version, 14);
+    match again.reply() {
+        Message::Ack {
+            version: 14,
+            failed_listeners,
+        } => assert_eq!(failed_listeners.len(), 1, "{failed_listeners:?}"),
+        other => panic!("expected the failed listener again after reconnecting, got {other:?}"),
+    }
+    drop(holder);
 }
 
 #[test]
@@ -306,4 +332,88 @@ fn sigterm_stops_accepting_lets_connections_finish_and_exits_zero() {
         .wait_exit(Duration::from_secs(20))
         .expect("the dataplane exits once drained");
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn a_listen_address_held_by_another_socket_does_not_freeze_the_others() {
+    let echo = EchoBackend::start();
+    // Held without SO_REUSEPORT, as another program would: the dataplane cannot join it.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap().port();
+    let (good, later) = (free_port(), free_port());
+    let services = |with_later: bool| {
+        let mut list = vec![
+            Service::new("good", good).backend(echo.port()),
+            Service::new("held", held).backend(echo.port()),
+        ];
+        if with_later {
+            list.push(Service::new("later", later).backend(echo.port()));
+        }
+        list
+    };
+    let mut h = Harness::start(&services(false), &[], &[]);
+    echo_round_trip(good, 1, 1000).expect("the bindable service routes");
+
+    // The failure is reported per listener, with the OS error: /stats, /metrics, and the controlplane.
+    let admin = h.dataplane.admin_address();
+    let listener = |stats: &serde_json::Value| {
+        stats["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "held")
+            .cloned()
+            .unwrap_or_default()
+    };
+    let failed = listener(&stats(admin));
+    assert_eq!(failed["state"], "bind_failed", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap_or("").contains("in use"),
+        "{failed}"
+    );
+    let (_, metrics) = get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "ringway_listener_up{{address=\"{}\",listener=\"held\"}} 0",
+            local(held)
+        )),
+        "{metrics}"
+    );
+    let api = h.controlplane.api();
+    let reported = |api: &ringway_tests::api::ApiClient| {
+        api.get("/v1/services").1["dataplanes"][0]["failed_listeners"].clone()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            reported(&api)[0]["address"] == local(held).to_string()
+        }),
+        "{}",
+        reported(&api)
+    );
+    assert!(
+        reported(&api)[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("in use")
+    );
+
+    // Later changes still apply.
+    h.reconfigure(&services(true));
+    echo_round_trip(later, 2, 1000).expect("a later service routes");
+
+    // Once the holder lets go, the dataplane binds it by itself (backoff from 1 s, at most 30 s).
+    drop(holder);
+    assert!(
+        wait_until(Duration::from_secs(45), || echo_round_trip(held, 3, 100)
+            .is_ok()),
+        "the released address was never served"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || reported(&api)
+            .as_array()
+            .is_some_and(Vec::is_empty)),
+        "{}",
+        reported(&api)
+    );
+    assert_eq!(listener(&stats(admin))["state"], "listening");
 }

@@ -9,10 +9,16 @@
 //!
 //! Every change goes through the publisher like a source's, produces at most one snapshot and answers
 //! with its version. Served with hyper's HTTP/1 server on the controlplane's runtime, off the snapshot
-//! path; when `--api-token` is set every request needs `Authorization: Bearer <token>`.
+//! path. Safe by default: every request passes the [`guard`] (no cross-site browser requests, the token
+//! when one is set, JSON bodies), and docker-flow-proxy registrations the [`policy`] (ports, backends,
+//! other sources' services, a cap). At most [`MAX_CONNECTIONS`] connections are served at once; each must
+//! send its request head within [`HEADER_READ_TIMEOUT`] and its body within
+//! [`http::BODY_READ_TIMEOUT`].
 
 pub mod dfp;
+pub mod guard;
 pub mod http;
+pub mod policy;
 mod routes;
 pub mod state;
 pub mod views;
@@ -31,20 +37,27 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::pipeline::publisher::Publisher;
 use crate::serve::registry::DataplaneRegistry;
 use crate::sources::handle::SourceRegistry;
-use http::{HttpResponse, authorized, json_response};
+use guard::{Access, Guard, RequestHead};
+use http::{HttpResponse, json_response};
+use policy::RegistrationPolicy;
 use state::ApiState;
 
 /// Default `--api`: loopback only, so nothing off the host can steer the routing unless the operator
 /// chooses an address (and, then, a token).
 pub const DEFAULT_API: &str = "127.0.0.1:9091";
-/// A client must send its request head within this time (a slow or stuck client holds no task for long).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send its request head within this time (a slow or stuck client holds no task for long);
+/// it also closes a keep-alive connection idle for that long.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog until one ends. With the timeouts above, a
+/// client holding connections open without using them frees each within seconds.
+pub const MAX_CONNECTIONS: usize = 64;
 /// Pause after a failed `accept` (out of file descriptors, say), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Where docker-flow-proxy's calls live.
@@ -57,8 +70,17 @@ pub struct ApiContext {
     pub publisher: Arc<Publisher>,
     pub dataplanes: DataplaneRegistry,
     pub state: Arc<ApiState>,
-    /// The bearer token every request must carry, if set.
-    pub token: Option<String>,
+    /// Who may call (the token, allowed origins).
+    pub access: Access,
+    /// What docker-flow-proxy registrations may ask for; [`ApiServer::bind`] adds the API's own port.
+    pub policy: RegistrationPolicy,
+}
+
+/// The context with the checks bound to the address the API listens on.
+#[derive(Debug)]
+struct Served {
+    context: ApiContext,
+    guard: Guard,
 }
 
 /// Why the API could not start.
@@ -75,27 +97,40 @@ pub enum ApiServeError {
 #[derive(Debug)]
 pub struct ApiServer {
     listener: TcpListener,
-    context: Arc<ApiContext>,
+    served: Arc<Served>,
 }
 
 impl ApiServer {
-    pub async fn bind(address: SocketAddr, context: ApiContext) -> Result<Self, ApiServeError> {
+    pub async fn bind(address: SocketAddr, mut context: ApiContext) -> Result<Self, ApiServeError> {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ApiServeError::Bind { address, source })?;
         let bound = listener
             .local_addr()
             .map_err(|source| ApiServeError::Bind { address, source })?;
-        if !bound.ip().is_loopback() && context.token.is_none() {
+        let token = context.access.token.is_some();
+        if !bound.ip().is_loopback() && !token {
             warn!(
                 address = %bound,
                 "API listens beyond loopback without --api-token: whoever reaches it can change the routing"
             );
         }
-        info!(address = %bound, token = context.token.is_some(), "API listening");
+        context.policy.reserved.insert(bound.port());
+        info!(
+            address = %bound,
+            token,
+            allowed_origins = ?context.access.allowed_origins,
+            port_range = ?context.policy.ports,
+            reserved_ports = ?context.policy.reserved,
+            allow_backends = ?context.policy.allow_backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            allow_merge = context.policy.allow_merge,
+            max_registrations = context.policy.max_registrations,
+            "API listening"
+        );
+        let guard = Guard::new(context.access.clone(), bound);
         Ok(Self {
             listener,
-            context: Arc::new(context),
+            served: Arc::new(Served { context, guard }),
         })
     }
 
@@ -106,12 +141,19 @@ impl ApiServer {
     /// Serves until `shutdown` completes; open connections are closed then.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let mut connections = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);
         loop {
+            // A slot first: at the cap, new connections wait in the backlog instead of being served.
+            let slot = tokio::select! {
+                () = &mut shutdown => break,
+                slot = Arc::clone(&slots).acquire_owned() => slot,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            };
+            let Ok(slot) = slot else { break };
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => accepted,
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -121,11 +163,12 @@ impl ApiServer {
                     continue;
                 }
             };
-            let context = Arc::clone(&self.context);
+            let served = Arc::clone(&self.served);
             connections.spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |request| {
-                    let context = Arc::clone(&context);
-                    async move { Ok::<_, Infallible>(handle(&context, request).await) }
+                    let served = Arc::clone(&served);
+                    async move { Ok::<_, Infallible>(handle(&served, request).await) }
                 });
                 let served = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -141,33 +184,52 @@ impl ApiServer {
     }
 }
 
-/// Checks the token, then routes.
-async fn handle(context: &ApiContext, request: Request<Incoming>) -> HttpResponse {
+/// Checks who is calling ([`guard`]), then routes.
+async fn handle(served: &Served, request: Request<Incoming>) -> HttpResponse {
     let dfp = request.uri().path().starts_with(DFP_PREFIX);
     debug!(method = %request.method(), path = request.uri().path(), "API request");
-    if let Some(token) = &context.token
-        && !authorized(request.headers(), token)
-    {
-        let message =
-            "authorization: a valid bearer token is required (Authorization: Bearer <token>)";
+    let head = RequestHead {
+        method: request.method(),
+        headers: request.headers(),
+        query: request.uri().query(),
+        dfp,
+    };
+    if let Err(refused) = served.guard.check(head) {
+        debug!(method = %request.method(), path = request.uri().path(), "API request refused: {refused}");
         let mut response = if dfp {
+            // docker-flow-proxy's callers read its shape.
             json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"Status": "NOK", "Message": message, "Field": "Authorization"}),
+                refused.status,
+                &json!({"Status": "NOK", "Message": refused.message, "Field": dfp_field(&refused.field)}),
             )
         } else {
-            json_response(
-                StatusCode::UNAUTHORIZED,
-                &json!({"error": message, "field": "authorization"}),
-            )
+            refused.response()
         };
-        response.headers_mut().insert(
-            hyper::header::WWW_AUTHENTICATE,
-            hyper::header::HeaderValue::from_static("Bearer realm=\"ringway\""),
-        );
+        if refused.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"ringway\""),
+            );
+        }
         return response;
     }
-    routes::route(context, request)
+    routes::route(&served.context, request)
         .await
         .unwrap_or_else(|e| e.response())
+}
+
+/// docker-flow-proxy's answers name header fields as headers are written (`Authorization`,
+/// `Content-Type`).
+fn dfp_field(field: &str) -> String {
+    field
+        .split('-')
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
 }

@@ -13,7 +13,7 @@ use super::http::{ApiError, HttpResponse, json_body, json_response, only_fields,
 use super::state::StateError;
 use super::views::{ServicesView, SourcesView};
 use crate::pipeline::intake::{Applied, ApplyError};
-use crate::pipeline::overrides::{AdminState, BackendOverride, Edit, check_weight};
+use crate::pipeline::overrides::{AdminState, BackendOverride, Edit, ServiceRef, check_weight};
 
 /// Dispatches on method and path; `Err` becomes `{"error", "field"}`.
 pub async fn route(
@@ -38,7 +38,7 @@ pub async fn route(
             let edit = match method {
                 Method::PUT => Some(set_backend(name, backend, request).await?),
                 Method::DELETE => Some(Edit::Clear {
-                    service: name.to_string(),
+                    service: ServiceRef::parse(name),
                     backend: parse_backend(backend, "backend")?,
                 }),
                 _ => None,
@@ -52,7 +52,7 @@ pub async fn route(
             let edit = match method {
                 Method::POST | Method::PUT => Some(switch(name, request).await?),
                 Method::DELETE => Some(Edit::ClearSwitch {
-                    service: name.to_string(),
+                    service: ServiceRef::parse(name),
                 }),
                 _ => None,
             };
@@ -159,7 +159,7 @@ async fn set_backend(
         }
     };
     Ok(Edit::Set {
-        service: name.to_string(),
+        service: ServiceRef::parse(name),
         backend,
         value: BackendOverride { state, weight },
     })
@@ -184,7 +184,7 @@ async fn switch(name: &str, request: Request<Incoming>) -> Result<Edit, ApiError
         backends.insert(parse_backend(text, &field)?);
     }
     Ok(Edit::Switch {
-        service: name.to_string(),
+        service: ServiceRef::parse(name),
         backends,
     })
 }
@@ -192,19 +192,29 @@ async fn switch(name: &str, request: Request<Incoming>) -> Result<Edit, ApiError
 /// Applies an override edit and answers with the snapshot that carries it.
 async fn change(context: &ApiContext, edit: Edit) -> Result<HttpResponse, ApiError> {
     let applied = context.state.edit(edit.clone()).await.map_err(api_error)?;
-    let overrides = context.publisher.inputs_view().overrides;
+    let inputs = context.publisher.inputs_view();
+    let listen = match edit.service() {
+        ServiceRef::Listen(listen) => Some(*listen),
+        named => named.resolve(&inputs.merged().catalog),
+    };
+    let name = match edit.service() {
+        ServiceRef::Name(name) => json!(name),
+        ServiceRef::Listen(_) => Value::Null,
+    };
     let mut answer = json!({
-        "service": edit.service(),
+        "service": name,
+        "listen": listen,
         "version": applied.version,
         "changed": applied.changed,
     });
+    let overrides = &inputs.overrides;
     match &edit {
         Edit::Set { backend, .. } | Edit::Clear { backend, .. } => {
             answer["backend"] = json!(backend);
-            answer["override"] = json!(overrides.backend(edit.service(), *backend));
+            answer["override"] = json!(listen.and_then(|l| overrides.backend(l, *backend)));
         }
         Edit::Switch { .. } | Edit::ClearSwitch { .. } => {
-            answer["switch"] = json!(overrides.switch(edit.service()));
+            answer["switch"] = json!(listen.and_then(|l| overrides.switch(l)));
         }
     }
     Ok(json_response(StatusCode::OK, &answer))
@@ -254,6 +264,9 @@ fn dfp_params(request: &Request<Incoming>) -> Result<Params, DfpError> {
 }
 
 fn dfp_failure(name: &str, error: &StateError) -> HttpResponse {
+    if let StateError::Refused(refused) = error {
+        return dfp_answer(refused.status, &DfpResponse::error(name, refused));
+    }
     let (status, field) = match error {
         StateError::Apply(ApplyError::Override(e)) => (StatusCode::BAD_REQUEST, e.field()),
         other => {
@@ -282,15 +295,26 @@ async fn reconfigure(context: &ApiContext, request: &Request<Incoming>) -> HttpR
         Err(e) => return dfp_answer(e.status, &DfpResponse::error("", &e)),
     };
     let name = params.service_name().unwrap_or_default().to_string();
-    let parsed = match dfp::parse_reconfigure(&params) {
+    let policy = &context.policy;
+    let parsed = match dfp::parse_reconfigure(&params)
+        .and_then(|parsed| policy.check_ports(&parsed.registration).map(|()| parsed))
+    {
         Ok(parsed) => parsed,
         Err(e) => return dfp_answer(e.status, &DfpResponse::error(&name, &e)),
     };
-    let registration = match dfp::resolve(parsed).await {
+    let hosts_from_name = parsed.hosts_from_name;
+    let registration = match dfp::resolve(parsed)
+        .await
+        .and_then(|r| policy.check_backends(&r, hosts_from_name).map(|()| r))
+    {
         Ok(registration) => registration,
         Err(e) => return dfp_answer(e.status, &DfpResponse::error(&name, &e)),
     };
-    match context.state.reconfigure(registration.clone()).await {
+    match context
+        .state
+        .reconfigure(registration.clone(), policy)
+        .await
+    {
         Ok(applied) => dfp_answer(
             200,
             &with_applied(

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,18 +17,22 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use super::dfp::{self, Registration};
+use super::dfp::{self, DfpError, Registration};
+use super::policy::{RegistrationPolicy, listens_overlap};
 use crate::model::Catalog;
 use crate::model::SourceId;
 use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
-use crate::pipeline::overrides::{Edit, Overrides};
+use crate::pipeline::overrides::{Edit, LegacyOverrides, Overrides};
 use crate::pipeline::publisher::Publisher;
 use crate::sources::SourceHandle;
 
 /// The API source's name in `/v1/sources` and in merge notes.
 pub const API_SOURCE: &str = "api";
-/// Version of the state file's layout.
-pub const STATE_FORMAT: u32 = 1;
+/// Version of the state file's layout: 2 keys overrides by listen address; 1 (read, never written) keyed
+/// them by service name.
+pub const STATE_FORMAT: u32 = 2;
+/// The name-keyed layout, still read.
+const STATE_FORMAT_BY_NAME: u32 = 1;
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +43,28 @@ pub struct SavedState {
     pub services: BTreeMap<String, Registration>,
     #[serde(default)]
     pub overrides: Overrides,
+}
+
+/// A state file of format 1: overrides keyed by service name.
+#[derive(Debug, Deserialize)]
+struct SavedStateByName {
+    #[serde(default)]
+    services: BTreeMap<String, Registration>,
+    #[serde(default)]
+    overrides: LegacyOverrides,
+}
+
+impl From<SavedStateByName> for SavedState {
+    fn from(old: SavedStateByName) -> Self {
+        Self {
+            format: STATE_FORMAT,
+            services: old.services,
+            overrides: Overrides {
+                by_name: old.overrides,
+                ..Overrides::default()
+            },
+        }
+    }
 }
 
 /// Why the state file could not be used.
@@ -53,6 +79,9 @@ pub enum StateError {
     NotSaved(Box<StateError>, Applied),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The registration is not allowed ([`RegistrationPolicy`]); nothing changed.
+    #[error("{0}")]
+    Refused(DfpError),
 }
 
 /// What the API changes, shared by its handlers.
@@ -69,27 +98,46 @@ pub struct ApiState {
 impl ApiState {
     /// Restores the state file (if any) into the publisher and reports the restored registrations through
     /// `handle`. A missing file is an empty state; a file that does not parse is moved aside (to
-    /// `<file>.corrupt`) and logged, so bad input never keeps the controlplane from starting.
+    /// `<file>.corrupt`) and logged, so bad input never keeps the controlplane from starting. A
+    /// registration `policy` refuses now is dropped with a warning (see
+    /// [`RegistrationPolicy::check_restored`]); the file loses it with the next change.
     pub async fn start(
         handle: SourceHandle,
         publisher: Arc<Publisher>,
         listen_ip: IpAddr,
         file: Option<PathBuf>,
+        policy: &RegistrationPolicy,
     ) -> Result<Self, StateError> {
-        let saved = match &file {
+        let mut saved = match &file {
             Some(path) => load(path)?,
             None => SavedState::default(),
         };
+        saved.services.retain(|name, registration| match policy.check_restored(registration) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(
+                    service = name,
+                    field = e.field,
+                    error = e.message,
+                    "API registration in the state file not restored: the API's limits refuse it now"
+                );
+                false
+            }
+        });
+        while saved.services.len() > policy.max_registrations {
+            if let Some((name, _)) = saved.services.pop_last() {
+                warn!(
+                    service = name,
+                    max_registrations = policy.max_registrations,
+                    "API registration in the state file not restored: more than --api-max-registrations"
+                );
+            }
+        }
         if !saved.overrides.is_empty() || !saved.services.is_empty() {
             info!(
                 services = saved.services.len(),
-                overrides = saved
-                    .overrides
-                    .backends
-                    .values()
-                    .map(BTreeMap::len)
-                    .sum::<usize>(),
-                switches = saved.overrides.switches.len(),
+                overrides = saved.overrides.backend_count(),
+                switches = saved.overrides.switches.len() + saved.overrides.by_name.switches.len(),
                 "API state restored"
             );
         }
@@ -127,9 +175,31 @@ impl ApiState {
         self.services.lock().await.clone()
     }
 
-    /// Registers (or replaces) a docker-flow-proxy service.
-    pub async fn reconfigure(&self, registration: Registration) -> Result<Applied, StateError> {
+    /// Registers (or replaces) a docker-flow-proxy service, if `policy` allows it: a new name only below
+    /// the cap, a listen address another source serves only with `--api-allow-merge`. (Ports and
+    /// backends are checked before, by the caller.)
+    pub async fn reconfigure(
+        &self,
+        registration: Registration,
+        policy: &RegistrationPolicy,
+    ) -> Result<Applied, StateError> {
         let mut services = self.services.lock().await;
+        if !services.contains_key(&registration.service_name)
+            && services.len() >= policy.max_registrations
+        {
+            return Err(StateError::Refused(DfpError {
+                status: 409,
+                field: "serviceName".into(),
+                message: format!(
+                    "serviceName: {} services are registered, as many as --api-max-registrations \
+                     allows; remove one first",
+                    services.len()
+                ),
+            }));
+        }
+        if !policy.allow_merge {
+            self.check_not_owned(&registration)?;
+        }
         let mut next = services.clone();
         let name = registration.service_name.clone();
         next.insert(name.clone(), registration);
@@ -138,6 +208,32 @@ impl ApiState {
         log_change("API service registered", &name, applied);
         self.save(&services, applied)?;
         Ok(applied)
+    }
+
+    /// Refuses a destination whose listen address another source serves.
+    fn check_not_owned(&self, registration: &Registration) -> Result<(), StateError> {
+        for destination in &registration.destinations {
+            let listen = SocketAddr::new(self.listen_ip, destination.src_port);
+            let owner = self
+                .publisher
+                .find_listener(self.handle.id(), |other| listens_overlap(listen, other));
+            if let Some((source, name, address)) = owner {
+                let field = if destination.index == 0 {
+                    "srcPort".to_string()
+                } else {
+                    format!("srcPort.{}", destination.index)
+                };
+                return Err(StateError::Refused(DfpError {
+                    status: 409,
+                    message: format!(
+                        "{field}: {listen} is served by {name:?} on {address} from the source {source}; \
+                         registering there would add backends to it (allow with --api-allow-merge)"
+                    ),
+                    field,
+                }));
+            }
+        }
+        Ok(())
     }
 
     /// Removes a docker-flow-proxy service; `None` if none of that name was registered.
@@ -231,7 +327,7 @@ fn log_edit(edit: &Edit, applied: Applied) {
             backend,
             value,
         } => info!(
-            service,
+            service = %service,
             backend = %backend,
             state = value.state.map(|s| s.to_string()),
             weight = value.weight,
@@ -240,16 +336,18 @@ fn log_edit(edit: &Edit, applied: Applied) {
             "override set"
         ),
         Edit::Clear { service, backend } => {
-            info!(service, backend = %backend, version, changed, "override cleared")
+            info!(service = %service, backend = %backend, version, changed, "override cleared")
         }
         Edit::Switch { service, backends } => info!(
-            service,
+            service = %service,
             backends = ?backends,
             version,
             changed,
             "switch set"
         ),
-        Edit::ClearSwitch { service } => info!(service, version, changed, "switch cleared"),
+        Edit::ClearSwitch { service } => {
+            info!(service = %service, version, changed, "switch cleared")
+        }
     }
 }
 
@@ -265,13 +363,9 @@ pub fn load(path: &Path) -> Result<SavedState, StateError> {
             });
         }
     };
-    match serde_json::from_str::<SavedState>(&text) {
-        Ok(state) if state.format == STATE_FORMAT => Ok(state),
-        outcome => {
-            let why = match outcome {
-                Ok(state) => format!("format {} is not {STATE_FORMAT}", state.format),
-                Err(e) => e.to_string(),
-            };
+    match parse(&text) {
+        Ok(state) => Ok(state),
+        Err(why) => {
             let aside = path.with_extension("corrupt");
             let moved = std::fs::rename(path, &aside);
             warn!(
@@ -282,6 +376,26 @@ pub fn load(path: &Path) -> Result<SavedState, StateError> {
             );
             Ok(SavedState::default())
         }
+    }
+}
+
+/// A state file's content, of the current format or of format 1.
+fn parse(text: &str) -> Result<SavedState, String> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let format = serde_json::from_str::<Format>(text)
+        .map_err(|e| e.to_string())?
+        .format;
+    match format {
+        STATE_FORMAT => serde_json::from_str::<SavedState>(text).map_err(|e| e.to_string()),
+        STATE_FORMAT_BY_NAME => serde_json::from_str::<SavedStateByName>(text)
+            .map(SavedState::from)
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "format {other} is not {STATE_FORMAT} (or {STATE_FORMAT_BY_NAME})"
+        )),
     }
 }
 
@@ -310,8 +424,7 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), StateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::overrides::{AdminState, BackendOverride};
-    use std::net::SocketAddr;
+    use crate::pipeline::overrides::{AdminState, BackendOverride, ServiceRef};
 
     #[test]
     fn the_state_file_round_trips_and_a_broken_one_is_moved_aside() {
@@ -330,7 +443,7 @@ mod tests {
         state
             .overrides
             .backends
-            .entry("web".into())
+            .entry("127.0.0.1:80".parse().unwrap())
             .or_default()
             .insert(
                 "127.0.0.1:1".parse().unwrap(),
@@ -374,6 +487,7 @@ mod tests {
             Arc::clone(&publisher),
             IpAddr::from([127, 0, 0, 1]),
             Some(file.clone()),
+            &RegistrationPolicy::default(),
         )
         .await
         .unwrap();
@@ -397,10 +511,17 @@ mod tests {
             }],
             timeout_server_s: None,
         };
-        let good = state.reconfigure(registration(9000)).await.unwrap();
+        let policy = RegistrationPolicy::default();
+        let good = state
+            .reconfigure(registration(9000), &policy)
+            .await
+            .unwrap();
         assert!(good.changed);
         // Port 0 never comes out of the parser; here it stands for any catalog that does not compile.
-        let err = state.reconfigure(registration(0)).await.unwrap_err();
+        let err = state
+            .reconfigure(registration(0), &policy)
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StateError::Apply(ApplyError::Publish(_))),
             "{err}"
@@ -413,11 +534,14 @@ mod tests {
         );
         assert_eq!(state.registrations().await["svc"], registration(9000));
         assert_eq!(load(&file).unwrap().services["svc"], registration(9000));
-        let again = state.reconfigure(registration(9000)).await.unwrap();
+        let again = state
+            .reconfigure(registration(9000), &policy)
+            .await
+            .unwrap();
         assert_eq!((again.version, again.changed), (good.version, false));
 
         let bad_edit = Edit::Set {
-            service: "svc".into(),
+            service: ServiceRef::Name("svc".into()),
             backend: SocketAddr::from(([127, 0, 0, 1], 9000)),
             value: BackendOverride {
                 state: None,
@@ -427,6 +551,31 @@ mod tests {
         let err = state.edit(bad_edit).await.unwrap_err();
         assert!(err.to_string().contains("weight"), "{err}");
         assert!(publisher.inputs_view().overrides.is_empty());
+    }
+
+    #[test]
+    fn a_state_file_keyed_by_service_name_is_read_into_the_legacy_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-state.json");
+        std::fs::write(
+            &path,
+            r#"{"format": 1, "services": {},
+                "overrides": {"backends": {"web": {"127.0.0.1:1": {"state": "maint"}}},
+                              "switches": {"app": ["127.0.0.1:2"]}}}"#,
+        )
+        .unwrap();
+        let state = load(&path).unwrap();
+        assert_eq!(state.format, STATE_FORMAT);
+        assert!(state.overrides.backends.is_empty());
+        assert_eq!(
+            state.overrides.by_name.backends["web"][&"127.0.0.1:1".parse::<SocketAddr>().unwrap()]
+                .state,
+            Some(AdminState::Maint)
+        );
+        assert_eq!(state.overrides.by_name.switches["app"].len(), 1);
+        // Written back in the current format, the legacy part round trips until it is adopted.
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).unwrap(), state);
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub struct Effective {
 
 #[derive(Debug, Serialize)]
 pub struct DormantView {
-    pub service: String,
+    /// The listen address it is kept under; `null` for a name-keyed one from an older state file.
+    pub listen: Option<SocketAddr>,
+    /// The service on `listen` now, if any (or the old file's name).
+    pub service: Option<String>,
     /// `null` for a switch.
     pub backend: Option<SocketAddr>,
 }
@@ -149,7 +152,7 @@ impl ServicesView {
                             state: state_word(instance.state),
                             override_: inputs
                                 .overrides
-                                .backend(&service.name, instance.address)
+                                .backend(service.listen, instance.address)
                                 .copied(),
                             effective: match after {
                                 Some(i) => Effective {
@@ -170,7 +173,7 @@ impl ServicesView {
                     mode: service.mode,
                     balance: balance_word(service.balance),
                     vhosts: service.vhosts.clone(),
-                    switch: inputs.overrides.switch(&service.name).cloned(),
+                    switch: inputs.overrides.switch(service.listen).cloned(),
                     instances,
                 }
             })
@@ -186,7 +189,11 @@ impl ServicesView {
                 .overrides
                 .dormant(&merged)
                 .into_iter()
-                .map(|(service, backend)| DormantView { service, backend })
+                .map(|d| DormantView {
+                    listen: d.listen,
+                    service: d.service,
+                    backend: d.backend,
+                })
                 .collect(),
             dataplanes: dataplanes
                 .into_iter()
@@ -203,7 +210,7 @@ impl ServicesView {
 mod tests {
     use super::*;
     use crate::model::Service;
-    use crate::pipeline::overrides::{AdminState, Edit};
+    use crate::pipeline::overrides::{AdminState, Edit, ServiceRef};
 
     fn service(backends: &[u16]) -> Service {
         Service::for_test(
@@ -235,7 +242,7 @@ mod tests {
         );
         let merged = inputs.merged().catalog;
         let set = |port, state, weight| Edit::Set {
-            service: "web".into(),
+            service: ServiceRef::Name("web".into()),
             backend: SocketAddr::from(([127, 0, 0, 1], port)),
             value: BackendOverride { state, weight },
         };
@@ -250,7 +257,7 @@ mod tests {
         inputs
             .overrides
             .backends
-            .entry("gone".into())
+            .entry("127.0.0.1:81".parse().unwrap())
             .or_default()
             .insert("127.0.0.1:9".parse().unwrap(), BackendOverride::default());
 
@@ -277,7 +284,7 @@ mod tests {
         );
         assert_eq!(
             json["dormant_overrides"],
-            serde_json::json!([{"service": "gone", "backend": "127.0.0.1:9"}])
+            serde_json::json!([{"listen": "127.0.0.1:81", "service": null, "backend": "127.0.0.1:9"}])
         );
     }
 }

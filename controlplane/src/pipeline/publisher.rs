@@ -15,6 +15,7 @@
 //! what was merged and overridden.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ringway_shared::Snapshot;
@@ -76,6 +77,13 @@ pub enum PublishError {
     Encode(#[from] WireError),
 }
 
+/// Keys an older state file's name-keyed overrides by listen address as their services appear.
+fn adopt_legacy(overrides: &mut Overrides, merged: &Catalog) {
+    for (service, listen) in overrides.adopt_legacy(merged) {
+        info!(service, listen = %listen, "override from an older state file now keyed by listen address");
+    }
+}
+
 /// The single writer of the current snapshot.
 #[derive(Debug)]
 pub struct Publisher {
@@ -132,6 +140,27 @@ impl Publisher {
         self.inputs().latest.insert(source, catalog);
     }
 
+    /// The first service of a source other than `except` whose listen address `clashes` says is taken:
+    /// its source, name and address.
+    pub fn find_listener(
+        &self,
+        except: &SourceId,
+        clashes: impl Fn(SocketAddr) -> bool,
+    ) -> Option<(SourceId, String, SocketAddr)> {
+        let inputs = self.inputs();
+        inputs
+            .latest
+            .iter()
+            .filter(|(id, _)| *id != except)
+            .find_map(|(id, catalog)| {
+                catalog
+                    .services
+                    .iter()
+                    .find(|s| clashes(s.listen))
+                    .map(|s| (id.clone(), s.name.clone(), s.listen))
+            })
+    }
+
     /// Whether any source has sent a catalog yet.
     pub fn has_any_source(&self) -> bool {
         !self.inputs().latest.is_empty()
@@ -150,17 +179,19 @@ impl Publisher {
     pub fn apply_edit(&self, edit: &Edit) -> Result<bool, OverrideError> {
         let mut inputs = self.inputs();
         let merged = inputs.merged().catalog;
+        adopt_legacy(&mut inputs.overrides, &merged);
         inputs.overrides.edit(edit, &merged)
     }
 
     /// Merges the latest catalog of every source, applies the overrides, and publishes the result.
     pub fn publish_inputs(&self) -> Result<PublishOutcome, PublishError> {
         let effective = {
-            let inputs = self.inputs();
+            let mut inputs = self.inputs();
             let merged = inputs.merged();
             for note in &merged.notes {
                 info!("{note}");
             }
+            adopt_legacy(&mut inputs.overrides, &merged.catalog);
             inputs.overrides.apply(&merged.catalog)
         };
         let result = self.publish(&effective);

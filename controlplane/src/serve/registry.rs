@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use ringway_shared::ListenerFailure;
 use serde::Serialize;
 
 use crate::clock::unix_micros;
@@ -40,6 +41,8 @@ pub struct DataplaneInfo {
     pub last_sent: Option<u64>,
     pub last_ack: Option<u64>,
     pub last_nack: Option<Nack>,
+    /// Listeners of its last ACKed version it could not open (and keeps retrying), with the error.
+    pub failed_listeners: Vec<ListenerFailure>,
 }
 
 /// Shared, cloneable handle to the registry.
@@ -92,6 +95,7 @@ impl DataplaneRegistry {
                 last_sent: None,
                 last_ack: None,
                 last_nack: None,
+                failed_listeners: Vec::new(),
             },
         );
         Registration {
@@ -140,9 +144,15 @@ impl Registration {
             .update(self.id, |info| info.last_sent = Some(version));
     }
 
-    pub fn ack(&self, version: u64) {
-        self.registry
-            .update(self.id, |info| info.last_ack = Some(version));
+    /// Records an ACK; returns whether its failed listeners differ from the previous ACK's.
+    pub fn ack(&self, version: u64, failed_listeners: Vec<ListenerFailure>) -> bool {
+        let mut changed = false;
+        self.registry.update(self.id, |info| {
+            info.last_ack = Some(version);
+            changed = info.failed_listeners != failed_listeners;
+            info.failed_listeners = failed_listeners;
+        });
+        changed
     }
 
     pub fn nack(&self, version: u64, reason: &str) {
@@ -181,7 +191,7 @@ mod tests {
         let b = registry.register(new_session("b"));
         assert_ne!(a.id(), b.id());
         a.sent(10);
-        a.ack(10);
+        a.ack(10, Vec::new());
         b.nack(11, "bind failed");
         let all = registry.dataplanes();
         assert_eq!(all.len(), 2);

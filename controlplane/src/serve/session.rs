@@ -261,9 +261,28 @@ impl Session {
         match message {
             Message::Ping { nonce } => self.send(&Message::Pong { nonce }).await?,
             Message::Pong { .. } => {}
-            Message::Ack { version } => {
+            Message::Ack {
+                version,
+                failed_listeners,
+            } => {
                 debug!(dataplane = name, version, "dataplane applied snapshot");
-                registration.ack(version);
+                let failed = failed_listeners.len();
+                let summary: Vec<String> = failed_listeners
+                    .iter()
+                    .map(|f| format!("{} ({}): {}", f.address, f.name, f.error))
+                    .collect();
+                if registration.ack(version, failed_listeners) {
+                    if failed == 0 {
+                        info!(dataplane = name, version, "dataplane opened every listener");
+                    } else {
+                        warn!(
+                            dataplane = name,
+                            version,
+                            failed_listeners = ?summary,
+                            "dataplane applied the snapshot but cannot open some listeners; it retries them"
+                        );
+                    }
+                }
             }
             Message::Nack { version, reason } => {
                 warn!(

@@ -16,6 +16,7 @@ use crate::sources::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
 use crate::sources::etcd_v3::DEFAULT_PREFIX;
 use crate::sources::file::DEFAULT_POLL_INTERVAL;
 use crate::sources::registrator::{RegistratorError, RegistratorUrl};
+use crate::startup::api_args::{ApiArgs, ApiArgsError};
 use crate::startup::config::{ApiToken, Config, DEFAULT_SOCKET};
 use crate::startup::logging::LogFormat;
 use crate::startup::supervisor_args::SupervisorArgs;
@@ -127,7 +128,8 @@ pub struct Cli {
     #[arg(long, env = "RINGWAY_API", value_name = "ADDR", default_value = DEFAULT_API)]
     pub api: String,
 
-    /// Bearer token every API request must carry (Authorization: Bearer TOKEN); empty: no check.
+    /// Token every API request must carry (Authorization: Bearer TOKEN, or as the Basic-auth password);
+    /// empty: no check. Visible in `ps` and the environment: prefer --api-token-file.
     #[arg(
         long,
         env = "RINGWAY_API_TOKEN",
@@ -141,6 +143,10 @@ pub struct Cli {
     #[arg(long, env = "RINGWAY_API_STATE_FILE", value_name = "FILE",
           default_value = DEFAULT_API_STATE_FILE)]
     pub api_state_file: String,
+
+    /// The API's safety: token file, origins, what registrations may ask for.
+    #[command(flatten)]
+    pub api_args: ApiArgs,
 
     /// `--spawn-dataplane` and its settings (see [`crate::supervisor`]).
     #[command(flatten)]
@@ -158,6 +164,8 @@ pub enum CliError {
     ZeroRefresh,
     #[error("--api: {0:?} is not an address like 127.0.0.1:9091 (empty disables the API)")]
     Api(String),
+    #[error(transparent)]
+    ApiArgs(#[from] ApiArgsError),
 }
 
 /// `250ms`, `30s`, `2m`, or a bare number of seconds (proxymatic's `REFRESH_INTERVAL=60`).
@@ -223,7 +231,12 @@ impl Cli {
                         .map_err(|_| CliError::Api(text.to_string()))?,
                 ),
             },
-            api_token: self.api_token.filter(|t| !t.is_empty()).map(ApiToken),
+            api_token: match self.api_args.token_from_file()? {
+                Some(token) => Some(ApiToken(token)),
+                None => self.api_token.filter(|t| !t.is_empty()).map(ApiToken),
+            },
+            api_allowed_origins: self.api_args.allowed_origins()?,
+            api_policy: self.api_args.policy()?,
             api_state_file: Some(self.api_state_file)
                 .filter(|f| !f.trim().is_empty())
                 .map(PathBuf::from),
@@ -367,6 +380,73 @@ mod tests {
     }
 
     #[test]
+    fn the_api_is_safe_by_default_and_its_limits_can_be_set() {
+        let config = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!(config.api_policy.ports, 1024..=65535);
+        assert_eq!(
+            config.api_policy.reserved,
+            [9090].into(),
+            "the status endpoint's"
+        );
+        assert!(config.api_policy.allow_backends.is_empty());
+        assert!(!config.api_policy.allow_merge);
+        assert_eq!(config.api_policy.max_registrations, 1000);
+        assert!(config.api_allowed_origins.is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "from-file\n").unwrap();
+        let config = parse(&[
+            "--api-token-file",
+            token.to_str().unwrap(),
+            "--api-allowed-origins",
+            "https://Console.example:443,http://10.0.0.1:8080",
+            "--api-port-range",
+            "20000-30000",
+            "--api-reserved-ports",
+            "22000,23000",
+            "--dataplane-status-endpoint",
+            "127.0.0.1:9999",
+            "--api-allow-backends",
+            "127.0.0.0/8,169.254.169.254",
+            "--api-allow-merge",
+            "--api-max-registrations",
+            "5",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(config.api_token, Some(ApiToken("from-file".into())));
+        assert_eq!(
+            config.api_allowed_origins,
+            vec!["https://console.example", "http://10.0.0.1:8080"]
+        );
+        assert_eq!(config.api_policy.ports, 20000..=30000);
+        assert_eq!(config.api_policy.reserved, [9999, 22000, 23000].into());
+        assert_eq!(config.api_policy.allow_backends.len(), 2);
+        assert!(config.api_policy.allow_merge);
+        assert_eq!(config.api_policy.max_registrations, 5);
+
+        assert!(
+            parse(&["--api-token", "a", "--api-token-file", "f"]).is_err(),
+            "one token source"
+        );
+        for (flag, value) in [
+            ("--api-allowed-origins", "console.example"),
+            ("--api-port-range", "9-1"),
+            ("--api-allow-backends", "localhost"),
+            ("--dataplane-status-endpoint", ":9090"),
+            ("--api-token-file", "/nonexistent/token"),
+        ] {
+            let err = parse(&[flag, value]).unwrap().into_config().unwrap_err();
+            assert!(
+                err.to_string().contains(flag.trim_start_matches('-')),
+                "{flag}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn allow_uid_repeats() {
         let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
         assert_eq!(cli.allow_uids, vec![5, 7]);
@@ -399,6 +479,14 @@ mod tests {
             "RINGWAY_API",
             "RINGWAY_API_TOKEN",
             "RINGWAY_API_STATE_FILE",
+            "RINGWAY_API_TOKEN_FILE",
+            "RINGWAY_API_ALLOWED_ORIGINS",
+            "RINGWAY_API_PORT_RANGE",
+            "RINGWAY_API_RESERVED_PORTS",
+            "STATUS_ENDPOINT",
+            "RINGWAY_API_ALLOW_BACKENDS",
+            "RINGWAY_API_ALLOW_MERGE",
+            "RINGWAY_API_MAX_REGISTRATIONS",
         ] {
             assert!(
                 help.contains(&format!("env: {var}")),

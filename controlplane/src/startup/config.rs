@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
+use crate::api::policy::RegistrationPolicy;
 use crate::pipeline::compiler::CompileSettings;
 use crate::pipeline::intake::Coalescing;
 use crate::serve::snapshot_server::ServerOptions;
@@ -61,6 +62,10 @@ pub struct Config {
     pub api_token: Option<ApiToken>,
     /// Where the API keeps what it registered and the overrides (`--api-state-file`); `None`: memory only.
     pub api_state_file: Option<PathBuf>,
+    /// Browser origins allowed besides the API's own (`--api-allowed-origins`), normalized.
+    pub api_allowed_origins: Vec<String>,
+    /// What docker-flow-proxy registrations may ask for.
+    pub api_policy: RegistrationPolicy,
 }
 
 /// The API's bearer token; its `Debug` does not show it, so a logged configuration never leaks it.
@@ -95,6 +100,8 @@ impl Config {
             api: None,
             api_token: None,
             api_state_file: None,
+            api_allowed_origins: Vec::new(),
+            api_policy: RegistrationPolicy::default(),
         }
     }
 

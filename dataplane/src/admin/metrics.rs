@@ -111,6 +111,19 @@ pub fn render(view: &StatsView) -> String {
         set(&f.gauge(name, help, &[]), &[], value);
     }
 
+    let listener_up = f.gauge(
+        "listener_up",
+        "1 if a listener of the snapshot is open, 0 if it could not be opened (retried with backoff)",
+        &["listener", "address"],
+    );
+    for listener in &view.listeners {
+        set(
+            &listener_up,
+            &[&listener.name, &listener.address],
+            u64::from(listener.state == "listening"),
+        );
+    }
+
     let svc = ["service"];
     let svc_conns = f.gauge(
         "service_connections",

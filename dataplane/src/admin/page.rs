@@ -152,7 +152,10 @@ pub fn render(view: &StatsView) -> String {
             .listeners
             .iter()
             .filter(|l| l.service == service.name)
-            .map(|l| l.address.clone())
+            .map(|l| match &l.error {
+                Some(error) => format!("{} (not open: {error}; retrying)", l.address),
+                None => l.address.clone(),
+            })
             .collect();
         service_table(&mut out, service, &listen);
     }

@@ -55,6 +55,12 @@ pub struct ListenerView {
     pub name: String,
     pub address: String,
     pub service: String,
+    /// `listening`, or `bind_failed`: the snapshot has it but it could not be opened (see `error`); it
+    /// is retried with backoff.
+    pub state: &'static str,
+    /// Why it could not be opened, in the operating system's words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,7 +194,24 @@ impl StatsView {
                     name: l.name.clone(),
                     address: l.address.to_string(),
                     service: table.clusters[l.cluster].name.clone(),
+                    state: "listening",
+                    error: None,
                 })
+                .chain(table.failed.iter().map(|f| {
+                    ListenerView {
+                        name: f.name.clone(),
+                        address: f.address.to_string(),
+                        service: table
+                            .snapshot
+                            .listeners
+                            .iter()
+                            .find(|l| l.address == f.address)
+                            .map(|l| l.cluster.clone())
+                            .unwrap_or_default(),
+                        state: "bind_failed",
+                        error: Some(f.error.clone()),
+                    }
+                }))
                 .collect(),
             services,
             workers: workers

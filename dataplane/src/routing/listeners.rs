@@ -1,7 +1,8 @@
 //! Listening sockets: one `SO_REUSEPORT` socket per worker for every listener address.
 //!
-//! They are bound by the subscriber *before* a snapshot is published, so a listener that cannot be opened
-//! (address in use, permission denied) NACKs the snapshot and no worker ever sees a half-applied table.
+//! They are bound by the subscriber *before* a snapshot is published, so every worker sees the same
+//! listeners; one that cannot be opened (address in use, permission denied) is left out of the table,
+//! reported and retried (see `TableBuilder::build`), and never holds up the rest of the snapshot.
 //! Each worker accepts only on its own socket; the kernel spreads new connections across the sockets.
 
 use std::io;

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ringway_shared::{BackendState, Balance, Snapshot, Timeouts};
+use ringway_shared::{BackendState, Balance, ListenerFailure, Snapshot, Timeouts};
 
-use super::listeners::{ListenerError, ListenerSockets};
+use super::listeners::ListenerSockets;
 use super::slots::{BackendSlot, ClusterSlot};
 use super::wake::Wakers;
 
@@ -26,6 +26,9 @@ pub struct RoutingTable {
     /// Backends that left the snapshot but still had connections when this table was built: shown in
     /// statistics as draining until their last connection ends.
     pub retired: Vec<RetiredBackend>,
+    /// Listeners of the snapshot that could not be opened (address in use, permission denied): not in
+    /// `listeners`, so no worker serves them; the rest of the snapshot is. Sorted by address.
+    pub failed: Vec<ListenerFailure>,
 }
 
 /// A backend no longer in the snapshot, kept for statistics while it drains.
@@ -46,6 +49,7 @@ impl RoutingTable {
             listeners: Vec::new(),
             clusters: Vec::new(),
             retired: Vec::new(),
+            failed: Vec::new(),
         }
     }
 }
@@ -86,11 +90,10 @@ pub struct RouteBackend {
     pub accepting: bool,
 }
 
-/// Why a snapshot could not be turned into a table. The snapshot is NACKed and nothing changes.
+/// Why a snapshot could not be turned into a table. The snapshot is NACKed and nothing changes. (A
+/// listener that cannot be opened is not one: see [`RoutingTable::failed`].)
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error(transparent)]
-    Listener(#[from] ListenerError),
     #[error("snapshot refers to cluster {0:?}, which it does not define")]
     MissingCluster(String),
 }
@@ -141,15 +144,31 @@ impl TableBuilder {
 
     /// Builds the table for `snapshot` (already validated). On error nothing is changed: new listeners
     /// opened so far are closed again and the previous table's state stays as it was.
+    ///
+    /// A listener that cannot be opened does not fail the build: one port another program holds must
+    /// not freeze every later change. It is left out of the table and listed in
+    /// [`RoutingTable::failed`]; building the same snapshot again retries it.
     pub fn build(&mut self, snapshot: Arc<Snapshot>) -> Result<RoutingTable, BuildError> {
         let mut opened: HashMap<SocketAddr, Arc<ListenerSockets>> = HashMap::new();
+        let mut failed = Vec::new();
         for listener in &snapshot.listeners {
-            let sockets = match self.listeners.get(&listener.address) {
-                Some(existing) => Arc::clone(existing),
-                None => Arc::new(ListenerSockets::bind(listener.address, self.workers)?),
-            };
-            opened.insert(listener.address, sockets);
+            match self.listeners.get(&listener.address) {
+                Some(existing) => {
+                    opened.insert(listener.address, Arc::clone(existing));
+                }
+                None => match ListenerSockets::bind(listener.address, self.workers) {
+                    Ok(sockets) => {
+                        opened.insert(listener.address, Arc::new(sockets));
+                    }
+                    Err(e) => failed.push(ListenerFailure {
+                        name: listener.name.clone(),
+                        address: listener.address,
+                        error: format!("cannot {}: {}", e.action, e.source),
+                    }),
+                },
+            }
         }
+        failed.sort();
 
         // Resolve listeners first: after this point nothing can fail, so the registry may be consumed.
         let cluster_index: HashMap<&str, usize> = snapshot
@@ -163,11 +182,14 @@ impl TableBuilder {
             let cluster = *cluster_index
                 .get(listener.cluster.as_str())
                 .ok_or_else(|| BuildError::MissingCluster(listener.cluster.clone()))?;
+            let Some(sockets) = opened.get(&listener.address) else {
+                continue;
+            };
             listeners.push(ListenerRoute {
                 name: listener.name.clone(),
                 address: listener.address,
                 cluster,
-                sockets: Arc::clone(&opened[&listener.address]),
+                sockets: Arc::clone(sockets),
             });
         }
 
@@ -281,6 +303,7 @@ impl TableBuilder {
             listeners,
             clusters: routes,
             retired,
+            failed,
         })
     }
 
@@ -469,22 +492,34 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_that_cannot_bind_changes_nothing() {
+    fn a_listener_that_cannot_bind_is_left_out_and_retried_by_building_again() {
         let port = free_port();
         let mut builder = builder();
-        let good = builder.build(snapshot(1, port, &[(1, Some(4))])).unwrap();
+        builder.build(snapshot(1, port, &[(1, Some(4))])).unwrap();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let bad = snapshot(2, taken.local_addr().unwrap().port(), &[(1, Some(1))]);
-        assert!(matches!(builder.build(bad), Err(BuildError::Listener(_))));
-        assert_eq!(
-            good.clusters[0].backends[0].slot.limit(),
-            4,
-            "limits untouched by a failed build"
+        let held = taken.local_addr().unwrap();
+        let table = builder
+            .build(snapshot(2, held.port(), &[(1, Some(1))]))
+            .unwrap();
+        assert!(table.listeners.is_empty(), "{:?}", table.listeners);
+        assert_eq!(table.failed.len(), 1);
+        assert_eq!(table.failed[0].address, held);
+        assert!(
+            table.failed[0].error.starts_with("cannot bind: "),
+            "{}",
+            table.failed[0].error
         );
-        let again = builder.build(snapshot(3, port, &[(1, Some(4))])).unwrap();
-        assert!(Arc::ptr_eq(
-            &good.listeners[0].sockets,
-            &again.listeners[0].sockets
-        ));
+        assert_eq!(
+            table.clusters[0].backends[0].slot.limit(),
+            1,
+            "the rest of the snapshot applies"
+        );
+        drop(taken);
+        let again = builder.build(Arc::clone(&table.snapshot)).unwrap();
+        assert!(again.failed.is_empty());
+        assert_eq!(again.listeners[0].address, held);
+        assert!(Arc::ptr_eq(&table.clusters[0], &again.clusters[0]));
+        let back = builder.build(snapshot(3, port, &[(1, Some(4))])).unwrap();
+        assert!(back.failed.is_empty());
     }
 }

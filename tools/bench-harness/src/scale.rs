@@ -220,7 +220,7 @@ impl Session {
         std::io::Write::write_all(&mut self.stream, &frame)?;
         loop {
             match self.next()? {
-                Message::Ack { version } if version == snapshot.version => {
+                Message::Ack { version, .. } if version == snapshot.version => {
                     return Ok((frame.len(), sent.elapsed()));
                 }
                 Message::Nack { version, reason } => {

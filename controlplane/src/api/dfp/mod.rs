@@ -17,6 +17,8 @@
 //! - `timeoutServer` (seconds) → the idle timeout. Other parameters are accepted and ignored, as
 //!   docker-flow-proxy ignores unknown ones.
 
+pub mod names;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -55,7 +57,7 @@ pub struct DfpError {
 }
 
 impl DfpError {
-    fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             status: 400,
             field: field.into(),
@@ -164,6 +166,7 @@ pub fn parse_reconfigure(params: &Params) -> Result<Reconfigure, DfpError> {
     let name = params
         .service_name()
         .ok_or_else(|| DfpError::bad("serviceName", NO_SERVICE_NAME))?;
+    names::check_service_name(name).map_err(|e| DfpError::bad("serviceName", e))?;
     let mut indexes: Vec<usize> = (1..=MAX_DESTINATIONS)
         .take_while(|i| params.has_destination(*i))
         .collect();
@@ -218,6 +221,11 @@ fn destination(params: &Params, name: &str, index: usize) -> Result<Destination,
         .into_iter()
         .map(|d| d.to_ascii_lowercase())
         .collect();
+    if let Some((key, _)) = params.indexed("serviceDomain", index) {
+        for domain in &service_domain {
+            names::check_domain(&key, domain).map_err(|e| DfpError::bad(key.clone(), e))?;
+        }
+    }
     let port = params.indexed("port", index);
     let src_port = params.indexed("srcPort", index);
     match mode {

@@ -248,7 +248,7 @@ fn take(publisher: &Publisher, input: Input, waiting: &mut Waiting) -> bool {
         Input::Edit { edit, reply } => match publisher.apply_edit(&edit) {
             Ok(changed) => {
                 // The API logs the change with the version that carries it.
-                debug!(service = edit.service(), changed, edit = ?edit, "override edit accepted");
+                debug!(service = %edit.service(), changed, edit = ?edit, "override edit accepted");
                 waiting.0.push(reply);
                 true
             }

@@ -7,7 +7,7 @@ use ringway_shared::{BackendState, Snapshot};
 
 use super::*;
 use crate::model::Catalog;
-use crate::pipeline::overrides::{AdminState, BackendOverride};
+use crate::pipeline::overrides::{AdminState, BackendOverride, ServiceRef};
 use crate::pipeline::publisher::tests::{catalog, publisher};
 
 fn update(source: &str, catalog: Catalog) -> Input {
@@ -128,7 +128,7 @@ async fn api_changes_are_answered_with_the_snapshot_that_carries_them() {
     // An edit produces one snapshot, and the same edit again none.
     let edit = |reply| Input::Edit {
         edit: Edit::Set {
-            service: "web".into(),
+            service: ServiceRef::Name("web".into()),
             backend: "127.0.0.1:19001".parse().unwrap(),
             value: BackendOverride {
                 state: Some(AdminState::Drain),
@@ -172,7 +172,7 @@ async fn api_changes_are_answered_with_the_snapshot_that_carries_them() {
     // A refused edit is answered at once and publishes nothing.
     let refused = submit(&tx, |reply| Input::Edit {
         edit: Edit::ClearSwitch {
-            service: "web".into(),
+            service: ServiceRef::Name("web".into()),
         },
         reply,
     })
@@ -188,7 +188,7 @@ async fn a_stopped_publisher_answers_stopped() {
     drop(rx);
     let err = submit(&tx, |reply| Input::Edit {
         edit: Edit::ClearSwitch {
-            service: "web".into(),
+            service: ServiceRef::Name("web".into()),
         },
         reply,
     })
