@@ -20,6 +20,7 @@ pub mod net;
 pub mod procs;
 pub mod services;
 pub mod supervised;
+pub mod tls;
 pub mod traffic;
 
 pub use backends::{EchoBackend, NamedBackend, read_name};
