@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::dfp::{self, Registration};
 use crate::model::Catalog;
 use crate::model::SourceId;
+use crate::pipeline::compiler::{Compiled, compile};
 use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
 use crate::pipeline::overrides::{Edit, Overrides};
 use crate::pipeline::publisher::Publisher;
@@ -162,6 +163,11 @@ impl ApiState {
         current: &BTreeMap<String, Registration>,
         next: &BTreeMap<String, Registration>,
     ) -> Result<Applied, StateError> {
+        // The compiler leaves out a service that breaks an invariant on its own; a caller of the API is
+        // told instead.
+        compile(&self.catalog(next), self.publisher.settings())
+            .and_then(Compiled::whole)
+            .map_err(|e| ApplyError::Publish(e.to_string()))?;
         match self.handle.publish_and_wait(self.catalog(next)).await {
             Err(ApplyError::Publish(e)) => {
                 self.publisher
