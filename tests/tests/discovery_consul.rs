@@ -1,13 +1,15 @@
 //! Consul through its double (tests/src/doubles/consul.rs): instances come and go, checks fail, the blocking
 //! index goes backwards, malformed answers keep the last good routes, a port 0 entry skips only itself, a
-//! thousand services share a few connections, and an ACL token is sent and never shown.
+//! thousand services share a few connections, and an ACL token is sent over HTTPS and never
+//! shown.
 
 use std::time::Duration;
 
 use ringway_tests::NamedBackend;
 use ringway_tests::discovery::{NO_ROUTE, Stack, assert_routes, names_on};
 use ringway_tests::doubles::consul::{ConsulDouble, ConsulInstance};
-use ringway_tests::net::{free_port, wait_until};
+use ringway_tests::net::{free_port, free_ports_below_ephemeral, wait_until};
+use ringway_tests::tls::TestCa;
 
 /// Longer than any wait in these tests: a query that is not woken by a change hangs past the test's limit,
 /// so only a client that handles the index correctly passes.
@@ -160,11 +162,13 @@ fn a_port_0_entry_next_to_good_services_leaves_the_good_ones_updating() {
 #[test]
 fn a_thousand_services_route_over_a_bounded_number_of_connections() {
     const SERVICES: usize = 1000;
-    /// The catalog watch, the health watch, and four readers (docs/discovery.md).
-    const CONNECTIONS: usize = 6;
+    /// Six requests at once (the catalog watch, the health watch, four readers), each of whose connections
+    /// may still be going back to the pool when the next opens (docs/discovery.md).
+    const CONNECTIONS: usize = 12;
     let a = NamedBackend::start("a");
     let consul = ConsulDouble::start(BLOCK);
-    let ports: Vec<u16> = (0..SERVICES).map(|_| free_port()).collect();
+    // Distinct ports outside the ephemeral range, so no connection on the machine holds one of them.
+    let ports = free_ports_below_ephemeral(SERVICES);
     consul.register_all(ports.iter().enumerate().map(|(i, port)| {
         (
             format!("svc{i}"),
@@ -202,19 +206,21 @@ fn a_thousand_services_route_over_a_bounded_number_of_connections() {
 }
 
 #[test]
-fn an_acl_token_from_a_file_is_sent_on_every_request_and_never_shown() {
+fn an_acl_token_from_a_file_is_sent_over_https_and_never_shown() {
     const TOKEN: &str = "b1gs3cret-acl-token";
     let a = NamedBackend::start("a");
     let port = free_port();
-    let consul = ConsulDouble::start(BLOCK);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let consul = ConsulDouble::start_tls(BLOCK, ca.server_config(&ca.server("consul")));
     consul.require_token(TOKEN);
     consul.register(
         "web",
         ConsulInstance::new("web-a", a.port(), &[&tags(port)]),
     );
-    let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("consul-token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let ca_file = ca.ca_file();
     let mut stack = Stack::start(
         dir.path(),
         &[
@@ -222,9 +228,12 @@ fn an_acl_token_from_a_file_is_sent_on_every_request_and_never_shown() {
             &consul.url(),
             "--consul-token-file",
             token.to_str().unwrap(),
+            "--consul-ca",
+            ca_file.to_str().unwrap(),
         ],
     );
     assert_routes(&stack, port, &["a"]);
+    assert!(consul.url().starts_with("https://"));
     assert_eq!(consul.refused(), 0, "every request carried the token");
     let (_, sources) = stack.controlplane.api().call("GET", "/v1/sources", None);
     assert!(!sources.to_string().contains(TOKEN), "{sources}");

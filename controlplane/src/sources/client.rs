@@ -18,6 +18,9 @@ use crate::sources::discovery::CONNECT_TIMEOUT;
 
 /// How long an idle kept-alive connection to a source stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per host: as many as the busiest source uses at once (Consul's two watches and
+/// four readers), so a burst that opened extra connections does not leave them all open.
+const MAX_IDLE_PER_HOST: usize = 6;
 
 /// The TLS files of one source. `source` names the flags in errors (`--etcd-ca`, …).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -77,6 +80,7 @@ pub fn http_client(tls: &TlsFiles, redirects: Redirects) -> Result<reqwest::Clie
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
         .redirect(policy)
         .tcp_nodelay(true);
     if let Some(ca) = &tls.ca {

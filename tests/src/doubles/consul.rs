@@ -86,6 +86,15 @@ pub struct ConsulDouble {
 impl ConsulDouble {
     /// `max_block` caps how long a blocking query hangs (Consul's own cap is `wait`, default 5 min).
     pub fn start(max_block: Duration) -> Self {
+        Self::start_with(max_block, None)
+    }
+
+    /// The same, serving HTTPS with `tls` (a certificate from the test's CA).
+    pub fn start_tls(max_block: Duration, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(max_block, Some(tls))
+    }
+
+    fn start_with(max_block: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 index: 10,
@@ -102,10 +111,11 @@ impl ConsulDouble {
             let shared = Arc::clone(&shared);
             Arc::new(move |r: &Request| answer(&shared, r))
         };
-        Self {
-            shared,
-            server: HttpServer::start(handler),
-        }
+        let server = match tls {
+            Some(tls) => HttpServer::start_tls(handler, tls),
+            None => HttpServer::start(handler),
+        };
+        Self { shared, server }
     }
 
     pub fn url(&self) -> String {

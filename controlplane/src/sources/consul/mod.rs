@@ -9,7 +9,10 @@
 //!   none of this explains (the catalog's index moved, its body did not: an instance without checks came
 //!   or went) re-reads every service, [`READERS`] at a time, and so does every `--refresh-interval`.
 //!
-//! So Ringway holds at most [`MAX_CONNECTIONS`] connections to the agent: 2 watches + 4 readers.
+//! So Ringway sends at most [`MAX_REQUESTS`] requests to the agent at once: 2 watches + 4 readers. Each is
+//! on a kept-alive connection; one going back to the pool can overlap with the next request opening a new
+//! one, so at most [`MAX_CONNECTIONS`] (twice that) are open at any moment, whatever the catalog size, far
+//! below Consul's 200.
 //!
 //! Only instances whose checks all pass (the node's `serfHealth` included) are routed. An instance is
 //! reached at `Service.Address`, or at `Node.Address` when that is empty. Settings come from the service's
@@ -43,8 +46,11 @@ use watch::{Answer, READ_TIMEOUT, blocking_loop, get};
 
 /// Plain reads of single services at once.
 pub const READERS: usize = 4;
-/// The most connections Ringway holds to the agent: the catalog watch, the health watch, the readers.
-pub const MAX_CONNECTIONS: usize = 2 + READERS;
+/// The most requests Ringway has in flight to the agent: the catalog watch, the health watch, the readers.
+pub const MAX_REQUESTS: usize = 2 + READERS;
+/// The most connections open to the agent: each request's, and as many again still going back to the
+/// pool when the next request opens one.
+pub const MAX_CONNECTIONS: usize = 2 * MAX_REQUESTS;
 /// Room for reports from the watchers.
 const REPORTS: usize = 64;
 /// Names this source in logs.
