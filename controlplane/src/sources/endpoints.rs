@@ -43,6 +43,11 @@ impl Endpoints {
         (0..len).map(move |step| (first + step) % len)
     }
 
+    /// Index and URL in the order to try them, owned, so the caller can release its lock while it tries.
+    pub fn attempts(&self) -> Vec<(usize, String)> {
+        self.order().map(|i| (i, self.urls[i].clone())).collect()
+    }
+
     /// `index` answered: it is tried first from now on.
     pub fn answered(&mut self, index: usize) {
         if index != self.preferred {

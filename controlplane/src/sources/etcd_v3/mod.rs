@@ -240,13 +240,7 @@ impl EtcdV3 {
 
     /// A range over the prefix from the first member that answers.
     async fn range(&self) -> Result<(BTreeMap<String, String>, u64), EtcdV3Error> {
-        let order: Vec<(usize, String)> = {
-            let endpoints = self.endpoints();
-            endpoints
-                .order()
-                .map(|i| (i, endpoints.urls()[i].clone()))
-                .collect()
-        };
+        let order = self.endpoints().attempts();
         let mut errors = Vec::new();
         for (i, base) in order {
             match self.range_from(&base).await {

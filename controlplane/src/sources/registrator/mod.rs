@@ -385,13 +385,7 @@ impl Registrator {
 
     /// A recursive read from the first endpoint that answers: the catalog and the index it reflects.
     async fn read(&self) -> Result<Read, RegistratorError> {
-        let order: Vec<(usize, String)> = {
-            let endpoints = self.endpoints();
-            endpoints
-                .order()
-                .map(|i| (i, endpoints.urls()[i].clone()))
-                .collect()
-        };
+        let order = self.endpoints().attempts();
         let mut errors = Vec::new();
         for (i, base) in order {
             match self.read_from(&base).await {
