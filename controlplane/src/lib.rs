@@ -62,6 +62,7 @@ use pipeline::publisher::Publisher;
 use serve::registry::DataplaneRegistry;
 use serve::snapshot_server::SnapshotServer;
 use sources::SourceRegistry;
+use sources::client::ClientError;
 use sources::consul::Consul;
 use sources::etcd_v3::EtcdV3;
 use sources::file::FileWatch;
@@ -95,7 +96,7 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
              --consul (or set RINGWAY_SERVICES, MARATHON_URL, REGISTRATOR_URL, RINGWAY_ETCD_V3_URL, CONSUL_URL)"
         );
     }
-    // Installed before anything slow so an early SIGHUP reloads instead of killing the process.
+    // Installed before anything slow so an early SIGHUP re-reads instead of killing the process.
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let publisher = Arc::new(Publisher::new(config.compile_settings()));
@@ -132,25 +133,32 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
             .with_refresh_interval(config.discovery.refresh_interval);
         let catalog = file.load().context("cannot start")?;
         const NO_COMPILE: &str = "cannot start: services file does not compile";
+        // The file is the operator's own word: a service in it that cannot compile is a start-up error,
+        // not a service left out.
+        compile(&catalog, &config.compile_settings())
+            .and_then(|c| c.whole())
+            .context(NO_COMPILE)?;
         if config.is_file_only() {
             // Nothing else to wait for: the first snapshot is ready before the socket appears.
             publisher.record(file.handle().id().clone(), catalog.clone());
             publisher.publish_inputs().context(NO_COMPILE)?;
-        } else {
-            compile(&catalog, &config.compile_settings()).context(NO_COMPILE)?;
         }
         file.handle().publish(catalog).await;
-        let reload = file.reload_handle();
-        tasks.spawn(async move {
-            while hangup.recv().await.is_some() {
-                info!("SIGHUP received, re-reading the services file");
-                reload.notify_one();
-            }
-        });
         tasks.spawn(file.run());
     }
-    spawn_discovery(&config, &sources, &sink, &mut tasks);
+    spawn_discovery(&config, &sources, &sink, &mut tasks).context("cannot start")?;
     drop(sink);
+    // SIGHUP re-reads every source, as `POST /v1/refresh` does (marathon-lb's `/_mlb_signal/hup`).
+    let refresh = sources.clone();
+    tasks.spawn(async move {
+        while hangup.recv().await.is_some() {
+            let asked = refresh.refresh_all();
+            info!(
+                sources = asked.len(),
+                "SIGHUP received, re-reading every source"
+            );
+        }
+    });
 
     // The API source answers requests: it has nothing to wait for at start-up.
     let expected = sources
@@ -197,32 +205,35 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
     Ok(())
 }
 
-/// Starts one task per configured discovery source.
+/// Starts one task per configured discovery source; a client that cannot be set up (an unreadable CA or
+/// client certificate) is a start-up error.
 fn spawn_discovery(
     config: &Config,
     sources: &SourceRegistry,
     sink: &CatalogSender,
     tasks: &mut JoinSet<()>,
-) {
+) -> Result<(), ClientError> {
     let options = config.discovery.clone();
     let handle = |name: &str| sources.handle(SourceId::new(name), sink.clone());
-    if !config.marathon.is_empty() {
-        let source = Marathon::new(config.marathon.clone(), options.clone(), handle("marathon"));
+    if let Some(marathon) = &config.marathon {
+        let source = Marathon::new(marathon.clone(), options.clone(), handle("marathon"))?;
         tasks.spawn(source.run());
     }
     if let Some(url) = &config.registrator {
-        tasks.spawn(Registrator::new(url.clone(), options.clone(), handle("registrator")).run());
-    }
-    if let Some(url) = &config.etcd_v3 {
-        let source = EtcdV3::new(
+        let source = Registrator::new(
             url.clone(),
-            config.etcd_prefix.clone(),
+            &config.etcd_tls,
             options.clone(),
-            handle("etcd-v3"),
-        );
+            handle("registrator"),
+        )?;
         tasks.spawn(source.run());
     }
-    if let Some(url) = &config.consul {
-        tasks.spawn(Consul::new(url.clone(), options, handle("consul")).run());
+    if let Some(etcd) = &config.etcd_v3 {
+        let source = EtcdV3::new(etcd.clone(), options.clone(), handle("etcd-v3"))?;
+        tasks.spawn(source.run());
     }
+    if let Some(consul) = &config.consul {
+        tasks.spawn(Consul::new(consul.clone(), options, handle("consul"))?.run());
+    }
+    Ok(())
 }

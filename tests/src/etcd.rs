@@ -1,7 +1,8 @@
 //! A real etcd (Debian's `etcd-server`, 3.4) on free loopback ports with a data directory of its own, killed
 //! when dropped. Started with `--enable-v2` so registrator's v2 key layout can be written and watched. The
 //! data directory lives in `/dev/shm` when there is one: etcd syncs every write, and the tests are about
-//! Ringway, not the disk.
+//! Ringway, not the disk. [`Etcd::start_tls`] adds a client port that serves TLS only and requires a client
+//! certificate, as a secured cluster does.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use serde_json::json;
 use crate::doubles::http::{Response, request};
 use crate::net::{free_port, wait_until};
 use crate::procs::Proc;
+use crate::tls::TestCa;
 
 /// The binary Debian's `etcd-server` installs.
 pub const ETCD: &str = "/usr/bin/etcd";
@@ -23,15 +25,45 @@ const FORM: &str = "application/x-www-form-urlencoded";
 /// A running etcd.
 pub struct Etcd {
     proc: Option<Proc>,
+    /// The plain HTTP client port: the tests' own writes go there, and so does a controlplane without TLS.
     pub client_port: u16,
     peer_port: u16,
     data: tempfile::TempDir,
     logs: PathBuf,
+    tls: Option<TlsListener>,
+}
+
+/// An HTTPS client port that requires a client certificate from the test CA.
+struct TlsListener {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 impl Etcd {
     /// Starts etcd, logging into `log_dir`, and waits until it answers.
     pub fn start(log_dir: &Path) -> Self {
+        Self::start_with(log_dir, None)
+    }
+
+    /// Starts etcd with a second client port, [`Etcd::tls_url`], that serves only TLS with a server
+    /// certificate from `ca` and takes only clients presenting a certificate `ca` issued
+    /// (`--client-cert-auth`), as a secured cluster's etcd. The plain port stays for the test's own writes.
+    pub fn start_tls(log_dir: &Path, ca: &TestCa) -> Self {
+        let server = ca.server("etcd-server");
+        Self::start_with(
+            log_dir,
+            Some(TlsListener {
+                port: free_port(),
+                cert: server.cert_file,
+                key: server.key_file,
+                ca: ca.ca_file(),
+            }),
+        )
+    }
+
+    fn start_with(log_dir: &Path, tls: Option<TlsListener>) -> Self {
         assert!(
             Path::new(ETCD).exists(),
             "{ETCD} is missing: install the Debian package etcd-server (tools/test does)"
@@ -48,6 +80,7 @@ impl Etcd {
             peer_port: free_port(),
             data,
             logs: log_dir.to_path_buf(),
+            tls,
         };
         etcd.launch();
         etcd
@@ -57,18 +90,39 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// The TLS client port's URL (`https://127.0.0.1:PORT`); only for [`Etcd::start_tls`].
+    pub fn tls_url(&self) -> String {
+        let tls = self.tls.as_ref().expect("etcd was started without TLS");
+        format!("https://127.0.0.1:{}", tls.port)
+    }
+
+    /// The TLS client port; only for [`Etcd::start_tls`].
+    pub fn tls_port(&self) -> u16 {
+        self.tls
+            .as_ref()
+            .expect("etcd was started without TLS")
+            .port
+    }
+
     fn launch(&mut self) {
-        let client = self.url();
+        let plain = self.url();
+        let (listen, advertise) = match &self.tls {
+            Some(tls) => {
+                let secure = format!("https://127.0.0.1:{}", tls.port);
+                (format!("{secure},{plain}"), secure)
+            }
+            None => (plain.clone(), plain),
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--name",
             "ringway-test",
             "--data-dir",
             &self.data.path().join("member").display().to_string(),
             "--listen-client-urls",
-            &client,
+            &listen,
             "--advertise-client-urls",
-            &client,
+            &advertise,
             "--listen-peer-urls",
             &peer,
             "--initial-advertise-peer-urls",
@@ -84,6 +138,17 @@ impl Etcd {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", &tls.cert),
+                ("--key-file", &tls.key),
+                ("--trusted-ca-file", &tls.ca),
+            ] {
+                args.push(flag.into());
+                args.push(path.display().to_string());
+            }
+            args.push("--client-cert-auth".into());
+        }
         let log = (0..)
             .map(|i| self.logs.join(format!("etcd-{i}.log")))
             .find(|p| !p.exists())

@@ -22,6 +22,7 @@ pub mod observe;
 pub mod procs;
 pub mod services;
 pub mod supervised;
+pub mod tls;
 pub mod traffic;
 
 pub use backends::{EchoBackend, NamedBackend, ScriptedBackend, read_name};

@@ -12,6 +12,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `count` distinct free loopback ports below the kernel's ephemeral range (32768 and up by default), for
+/// a test that needs many listeners at once: [`free_port`]'s ports come from the ephemeral range, where
+/// every outgoing connection on the machine may take one of them before the listener binds. The search
+/// starts at a place of its own (from the process id and the clock), so concurrent runs spread out.
+pub fn free_ports_below_ephemeral(count: usize) -> Vec<u16> {
+    const FIRST: u32 = 10_000;
+    const END: u32 = 32_768;
+    let span = END - FIRST;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (std::process::id().wrapping_mul(7919) ^ nanos) % span;
+    let ports: Vec<u16> = (0..span)
+        .map(|i| (FIRST + (start + i) % span) as u16)
+        .filter(|port| TcpListener::bind(local(*port)).is_ok())
+        .take(count)
+        .collect();
+    assert_eq!(ports.len(), count, "not enough free ports below 32768");
+    ports
+}
+
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

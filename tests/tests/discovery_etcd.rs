@@ -1,5 +1,5 @@
-//! etcd, for real: registrator's v2 layout and Ringway's v3 format, a restart of etcd mid-test, and a burst
-//! of writes.
+//! etcd, for real: registrator's v2 layout and Ringway's v3 format, a restart of etcd mid-test, a burst
+//! of writes, and etcd over TLS with a client certificate.
 
 use std::sync::Arc;
 use std::thread;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ringway_tests::discovery::{NO_ROUTE, Stack, assert_routes, names_on};
 use ringway_tests::net::{free_port, wait_until};
+use ringway_tests::tls::TestCa;
 use ringway_tests::{Etcd, NamedBackend};
 
 /// registrator's key for container `container` exposing `exposed`.
@@ -232,4 +233,76 @@ fn malformed_etcd_answers_keep_the_last_good_routes() {
     );
     assert_routes(&stack, v2_port, &["a", "b"]);
     assert_routes(&stack, v3_port, &["a", "b"]);
+}
+
+#[test]
+fn registrator_watches_that_come_back_empty_at_once_do_not_spin() {
+    use ringway_tests::doubles::etcd::EtcdDouble;
+    let a = NamedBackend::start("a");
+    let port = free_port();
+    let etcd = EtcdDouble::start();
+    etcd.set(&key("web", "web.0", port), &local(a.port()));
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(
+        dir.path(),
+        &[
+            "--registrator",
+            &format!("etcd://127.0.0.1:{}/services", etcd.port()),
+        ],
+    );
+    assert_routes(&stack, port, &["a"]);
+    // etcd (or a proxy in front of it) ends every long poll at once with an empty body.
+    etcd.empty_watches(true);
+    let before = etcd.watch_requests();
+    std::thread::sleep(Duration::from_secs(3));
+    let polls = etcd.watch_requests() - before;
+    assert!(
+        polls <= 40,
+        "{polls} watch requests in 3 s: empty answers must be followed by a pause"
+    );
+    // A real change is still seen.
+    etcd.empty_watches(false);
+    let b = NamedBackend::start("b");
+    etcd.set(&key("web", "web.1", port), &local(b.port()));
+    assert_routes(&stack, port, &["a", "b"]);
+}
+
+#[test]
+fn etcd_v3_over_tls_with_a_client_certificate_fails_over_from_a_dead_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path());
+    let etcd = Etcd::start_tls(dir.path(), &ca);
+    let client = ca.client("ringway");
+    let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
+    let port = free_port();
+    let value = |backend: &NamedBackend| {
+        format!(
+            r#"{{"address":"127.0.0.1:{}","port":{port}}}"#,
+            backend.port()
+        )
+    };
+    // The test writes through etcd's plain port; the controlplane has only the TLS one, after a dead member.
+    etcd.v3_put("/ringway/services/web/a", &value(&a));
+    let members = format!("https://127.0.0.1:{},{}", free_port(), etcd.tls_url());
+    let stack = Stack::start(
+        dir.path(),
+        &[
+            "--etcd-v3",
+            &members,
+            "--etcd-prefix",
+            "/ringway/services",
+            "--etcd-ca",
+            ca.ca_file().to_str().unwrap(),
+            "--etcd-cert",
+            client.cert_file.to_str().unwrap(),
+            "--etcd-key",
+            client.key_file.to_str().unwrap(),
+        ],
+    );
+    assert_routes(&stack, port, &["a"]);
+    // The watch runs over TLS too.
+    etcd.v3_put("/ringway/services/web/b", &value(&b));
+    assert_routes(&stack, port, &["a", "b"]);
+    etcd.v3_delete("/ringway/services/web/a");
+    assert_routes(&stack, port, &["b"]);
 }

@@ -33,6 +33,7 @@ pub async fn route(
     let path = request.uri().path().to_string();
     let allowed: &[Method] = match segments.as_slice() {
         ["v1", "sources"] if method == Method::GET => return Ok(sources(context)),
+        ["v1", "refresh"] if method == Method::POST => return Ok(refresh(context)),
         ["v1", "services"] if method == Method::GET => return Ok(services(context)),
         ["v1", "services", name, "backends", backend] => {
             let edit = match method {
@@ -70,6 +71,7 @@ pub async fn route(
             return Ok(json_response(StatusCode::OK, &DfpResponse::ok("")));
         }
         ["v1", "sources"] | ["v1", "services"] => &[Method::GET],
+        ["v1", "refresh"] => &[Method::POST],
         _ => {
             return Err(ApiError::not_found(
                 "path",
@@ -100,6 +102,23 @@ fn sources(context: &ApiContext) -> HttpResponse {
             sources: context.sources.sources(),
         },
     )
+}
+
+/// `POST /v1/refresh`: every source re-reads everything now, as on SIGHUP (marathon-lb's
+/// `/_mlb_signal/hup`). Answers 202 with the sources asked; the API's own source has nothing to re-read.
+fn refresh(context: &ApiContext) -> HttpResponse {
+    let own = context.state.id();
+    let asked: Vec<_> = context
+        .sources
+        .refresh_all()
+        .into_iter()
+        .filter(|id| id != own)
+        .collect();
+    tracing::info!(
+        sources = asked.len(),
+        "refresh asked through the API, re-reading every source"
+    );
+    json_response(StatusCode::ACCEPTED, &json!({ "refreshing": asked }))
 }
 
 fn services(context: &ApiContext) -> HttpResponse {

@@ -21,6 +21,7 @@ use super::dfp::{self, DfpError, Registration};
 use super::policy::{RegistrationPolicy, listens_overlap};
 use crate::model::Catalog;
 use crate::model::SourceId;
+use crate::pipeline::compiler::{Compiled, compile};
 use crate::pipeline::intake::{Applied, ApplyError, Input, submit};
 use crate::pipeline::overrides::{Edit, LegacyOverrides, Overrides};
 use crate::pipeline::publisher::Publisher;
@@ -258,6 +259,11 @@ impl ApiState {
         current: &BTreeMap<String, Registration>,
         next: &BTreeMap<String, Registration>,
     ) -> Result<Applied, StateError> {
+        // The compiler leaves out a service that breaks an invariant on its own; a caller of the API is
+        // told instead.
+        compile(&self.catalog(next), self.publisher.settings())
+            .and_then(Compiled::whole)
+            .map_err(|e| ApplyError::Publish(e.to_string()))?;
         match self.handle.publish_and_wait(self.catalog(next)).await {
             Err(ApplyError::Publish(e)) => {
                 self.publisher

@@ -28,7 +28,7 @@ pub struct Origin {
 }
 
 /// Something the merge did that an operator may want to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MergeNote {
     /// Several services shared `listen`; they became `kept`.
     Merged {

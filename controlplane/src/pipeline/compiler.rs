@@ -6,6 +6,11 @@
 //!
 //! The output is deterministic (services sorted by name, backends by address): the content hash is what
 //! decides whether anything changed, so the same catalog in a different order must give the same hash.
+//!
+//! One bad service never blocks the others: sources check what they report, but should a service still
+//! break a snapshot invariant (a backend on port 0, a weight out of range), the compiler leaves that one
+//! service out, says which and why ([`Compiled::dropped`], which the publisher logs once per change), and
+//! compiles the rest. Only what no single service is to blame for fails the whole compile.
 
 use std::num::NonZeroU32;
 
@@ -29,10 +34,44 @@ pub struct CompileSettings {
 /// Why a catalog could not become a snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
-    /// The catalog breaks a snapshot invariant (for example two services listening on one address from two
-    /// sources); publishing it would only make every dataplane NACK.
+    /// The catalog breaks a snapshot invariant that no single service is to blame for; publishing it would
+    /// only make every dataplane NACK.
     #[error("compiled snapshot is invalid: {0}")]
     Invalid(#[source] ModelError),
+    /// A service that breaks an invariant on its own, where the caller wants all or nothing (the services
+    /// file at start-up, an API call).
+    #[error("service {service:?} does not compile: {reason}")]
+    ServiceLeftOut { service: String, reason: String },
+}
+
+/// A compiled snapshot, and the services that had to be left out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    /// Services that broke an invariant on their own, by name, with the reason; the rest is in `snapshot`.
+    pub dropped: Vec<DroppedService>,
+}
+
+impl Compiled {
+    /// The snapshot, or an error naming the first service left out: for callers that must refuse a catalog
+    /// rather than route part of it.
+    pub fn whole(self) -> Result<Snapshot, CompileError> {
+        match self.dropped.into_iter().next() {
+            Some(d) => Err(CompileError::ServiceLeftOut {
+                service: d.service,
+                reason: d.reason,
+            }),
+            None => Ok(self.snapshot),
+        }
+    }
+}
+
+/// A service the compiler left out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DroppedService {
+    pub service: String,
+    pub listen: std::net::SocketAddr,
+    pub reason: String,
 }
 
 /// A backend's share of `maxconn` on this Ringway instance: `floor(maxconn / group_size)`, but never below 1,
@@ -41,26 +80,60 @@ pub fn per_backend_limit(maxconn: Option<u32>, group_size: NonZeroU32) -> Option
     maxconn.map(|m| (m / group_size.get()).max(1))
 }
 
-/// Compiles `catalog` into a validated snapshot at version [`UNVERSIONED`].
-pub fn compile(catalog: &Catalog, settings: &CompileSettings) -> Result<Snapshot, CompileError> {
+/// Compiles `catalog` into a validated snapshot at version [`UNVERSIONED`], leaving out the services that
+/// break an invariant on their own.
+pub fn compile(catalog: &Catalog, settings: &CompileSettings) -> Result<Compiled, CompileError> {
     let mut services: Vec<&Service> = catalog.services.iter().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
+    let compiled: Vec<(&Service, Listener, Cluster)> = services
+        .into_iter()
+        .map(|service| {
+            let listener = Listener {
+                name: service.name.clone(),
+                address: service.listen,
+                protocol: Protocol::Tcp,
+                cluster: service.name.clone(),
+            };
+            (service, listener, compile_cluster(service, settings))
+        })
+        .collect();
 
-    let mut listeners = Vec::with_capacity(services.len());
-    let mut clusters = Vec::with_capacity(services.len());
-    for service in services {
-        listeners.push(Listener {
-            name: service.name.clone(),
-            address: service.listen,
-            protocol: Protocol::Tcp,
-            cluster: service.name.clone(),
+    // The whole snapshot first: the common case costs one validation.
+    let (listeners, clusters) = compiled
+        .iter()
+        .map(|(_, l, c)| (l.clone(), c.clone()))
+        .unzip();
+    let whole = build(listeners, clusters);
+    if let Ok(snapshot) = whole {
+        return Ok(Compiled {
+            snapshot,
+            dropped: Vec::new(),
         });
-        clusters.push(compile_cluster(service, settings));
     }
+    // Something is wrong: find the services that are wrong on their own, and compile without them.
+    let mut dropped = Vec::new();
+    let mut listeners = Vec::with_capacity(compiled.len());
+    let mut clusters = Vec::with_capacity(compiled.len());
+    for (service, listener, cluster) in compiled {
+        match build(vec![listener.clone()], vec![cluster.clone()]) {
+            Ok(_) => {
+                listeners.push(listener);
+                clusters.push(cluster);
+            }
+            Err(e) => dropped.push(DroppedService {
+                service: service.name.clone(),
+                listen: service.listen,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    let snapshot = build(listeners, clusters).map_err(CompileError::Invalid)?;
+    Ok(Compiled { snapshot, dropped })
+}
 
-    let snapshot =
-        Snapshot::new(UNVERSIONED, listeners, clusters).map_err(CompileError::Invalid)?;
-    snapshot.validate().map_err(CompileError::Invalid)?;
+fn build(listeners: Vec<Listener>, clusters: Vec<Cluster>) -> Result<Snapshot, ModelError> {
+    let snapshot = Snapshot::new(UNVERSIONED, listeners, clusters)?;
+    snapshot.validate()?;
     Ok(snapshot)
 }
 
@@ -142,7 +215,7 @@ mod tests {
                 service("c", 18082, None, &[1]),
             ],
         };
-        let snapshot = compile(&catalog, &settings(2)).unwrap();
+        let snapshot = compile(&catalog, &settings(2)).unwrap().snapshot;
         let limits = |name: &str| -> Vec<Option<u32>> {
             snapshot
                 .cluster(name)
@@ -167,7 +240,8 @@ mod tests {
             },
             &settings(2),
         )
-        .unwrap();
+        .unwrap()
+        .snapshot;
         let limits: Vec<Option<u32>> = snapshot.clusters[0]
             .backends
             .iter()
@@ -186,7 +260,8 @@ mod tests {
             },
             &settings(1),
         )
-        .unwrap();
+        .unwrap()
+        .snapshot;
         let cluster = snapshot.cluster("a").unwrap();
         assert_eq!(cluster.max_connections, 8192);
         assert_eq!(cluster.timeouts.connect_ms, 7);
@@ -200,7 +275,8 @@ mod tests {
             },
             &settings(1),
         )
-        .unwrap();
+        .unwrap()
+        .snapshot;
         assert_eq!(snapshot.cluster("a").unwrap().max_connections, 3);
     }
 
@@ -217,8 +293,8 @@ mod tests {
         for s in &mut backward.services {
             s.instances.reverse();
         }
-        let x = compile(&forward, &settings(1)).unwrap();
-        let y = compile(&backward, &settings(1)).unwrap();
+        let x = compile(&forward, &settings(1)).unwrap().snapshot;
+        let y = compile(&backward, &settings(1)).unwrap().snapshot;
         assert_eq!(x, y);
         assert_eq!(x.hash, y.hash);
         assert_eq!(x.clusters[0].name, "a");
@@ -231,11 +307,45 @@ mod tests {
 
         let mut changed = forward.clone();
         changed.services[0].instances[0].weight = 1;
-        assert_ne!(compile(&changed, &settings(1)).unwrap().hash, x.hash);
+        assert_ne!(
+            compile(&changed, &settings(1)).unwrap().snapshot.hash,
+            x.hash
+        );
     }
 
     #[test]
-    fn invariant_violations_are_refused() {
+    fn a_service_that_breaks_an_invariant_on_its_own_is_left_out_and_the_rest_compiles() {
+        let mut port_zero = service("zero", 18081, None, &[0, 1]);
+        port_zero.instances[1].weight = 500;
+        let mut heavy = service("heavy", 18082, None, &[1]);
+        heavy.instances[0].weight = 5000;
+        let catalog = Catalog {
+            services: vec![service("a", 18080, None, &[1]), port_zero, heavy],
+        };
+        let compiled = compile(&catalog, &settings(1)).unwrap();
+        let names: Vec<&str> = compiled
+            .snapshot
+            .clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["a"]);
+        let dropped: Vec<(&str, bool)> = compiled
+            .dropped
+            .iter()
+            .map(|d| {
+                (
+                    d.service.as_str(),
+                    d.reason.contains(".address") || d.reason.contains(".weight"),
+                )
+            })
+            .collect();
+        assert_eq!(dropped, vec![("heavy", true), ("zero", true)]);
+        assert!(compiled.dropped[1].reason.contains("port must not be 0"));
+    }
+
+    #[test]
+    fn an_invariant_no_single_service_breaks_refuses_the_catalog() {
         let catalog = Catalog {
             services: vec![
                 service("a", 18080, None, &[1]),

@@ -13,6 +13,9 @@
 //! The publisher also holds its [`Inputs`]: the latest catalog of every source and the operator's
 //! overrides. The intake ([`crate::pipeline::intake::run`]) keeps them current; the API reads them to show
 //! what was merged and overridden.
+//!
+//! What the merge did (services sharing a port, renamed names) and which services the compiler had to
+//! leave out are logged once per change, not on every publish.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,11 +24,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ringway_shared::Snapshot;
 use ringway_shared::wire::{WireError, encode_snapshot_frame};
 use tokio::sync::watch;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
-use crate::model::merge::Merged;
+use crate::model::merge::{MergeNote, Merged};
+use crate::model::notes::OncePerChange;
 use crate::model::{Catalog, SourceId};
-use crate::pipeline::compiler::{CompileError, CompileSettings, compile};
+use crate::pipeline::compiler::{CompileError, CompileSettings, DroppedService, compile};
 use crate::pipeline::merge::merge_sources;
 use crate::pipeline::overrides::{Edit, OverrideError, Overrides};
 use crate::pipeline::versions::VersionClock;
@@ -90,8 +94,17 @@ pub struct Publisher {
     settings: CompileSettings,
     /// Also serialises publishes, so versions reach the channel in increasing order.
     clock: Mutex<VersionClock>,
+    /// What was logged about the last publish.
+    reported: Mutex<Reported>,
     current: watch::Sender<Option<Arc<Published>>>,
     inputs: Mutex<Inputs>,
+}
+
+/// What the last publish logged, so each note is logged once per change.
+#[derive(Debug, Default)]
+struct Reported {
+    merges: OncePerChange<MergeNote>,
+    dropped: OncePerChange<DroppedService>,
 }
 
 /// What every publish is made of.
@@ -115,6 +128,7 @@ impl Publisher {
         Self {
             settings,
             clock: Mutex::new(VersionClock::new()),
+            reported: Mutex::new(Reported::default()),
             current: watch::Sender::new(None),
             inputs: Mutex::new(Inputs::default()),
         }
@@ -188,7 +202,8 @@ impl Publisher {
         let effective = {
             let mut inputs = self.inputs();
             let merged = inputs.merged();
-            for note in &merged.notes {
+            let news = self.reported().merges.news(merged.notes.iter().cloned());
+            for note in news {
                 info!("{note}");
             }
             adopt_legacy(&mut inputs.overrides, &merged.catalog);
@@ -199,6 +214,10 @@ impl Publisher {
             error!("merged catalog not published, previous snapshot stays: {e}");
         }
         result
+    }
+
+    fn reported(&self) -> MutexGuard<'_, Reported> {
+        self.reported.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn settings(&self) -> &CompileSettings {
@@ -215,10 +234,21 @@ impl Publisher {
     }
 
     /// Compiles `catalog` and, if its content differs from the current snapshot, publishes it under a new
-    /// version. On error nothing changes.
+    /// version. A service the compiler had to leave out is logged (once per change) and the rest published.
+    /// On error nothing changes.
     pub fn publish(&self, catalog: &Catalog) -> Result<PublishOutcome, PublishError> {
         let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut snapshot = compile(catalog, &self.settings)?;
+        let compiled = compile(catalog, &self.settings)?;
+        for dropped in self.reported().dropped.news(compiled.dropped) {
+            warn!(
+                service = dropped.service,
+                listen = %dropped.listen,
+                reason = dropped.reason,
+                "service left out of the snapshot, the others are published: {}",
+                dropped.reason
+            );
+        }
+        let mut snapshot = compiled.snapshot;
         if let Some(current) = self.current()
             && current.hash() == snapshot.hash
         {
@@ -358,6 +388,34 @@ pub(crate) mod tests {
         bad.services.push(bad.services[0].clone());
         assert!(p.publish(&bad).is_err());
         assert_eq!(p.current().unwrap().version(), v);
+    }
+
+    #[test]
+    fn a_bad_service_is_left_out_and_the_others_still_publish() {
+        let p = publisher();
+        let mut with_bad = catalog(1);
+        let mut bad = with_bad.services[0].clone();
+        bad.name = "bad".into();
+        bad.listen = "127.0.0.1:18081".parse().unwrap();
+        bad.instances[0].address = "127.0.0.1:0".parse().unwrap();
+        with_bad.services.push(bad);
+        published_version(p.publish(&with_bad).unwrap());
+        let names: Vec<String> = p
+            .current()
+            .unwrap()
+            .snapshot
+            .listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
+        assert_eq!(names, vec!["web"]);
+        // The good service keeps updating while the bad one stays.
+        with_bad.services[0].instances[0].weight = 2;
+        published_version(p.publish(&with_bad).unwrap());
+        assert_eq!(
+            p.current().unwrap().snapshot.clusters[0].backends[0].weight,
+            2
+        );
     }
 
     #[test]

@@ -1,15 +1,15 @@
-//! What the discovery sources (Marathon, registrator, etcd v3, Consul) share: the operator's options, the
-//! HTTP client, retry backoff, host name resolution, and the one way a discovered port becomes a
-//! [`Service`].
+//! What the discovery sources (Marathon, registrator, etcd v3, Consul) share: the operator's options, retry
+//! backoff, and the one way a discovered port becomes a [`Service`] (with the checks of
+//! [`crate::sources::checks`] applied to every instance). Their HTTP client is in
+//! [`crate::sources::client`], host name resolution in [`crate::sources::resolve`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ringway_shared::Balance;
-use tracing::{debug, warn};
+use ringway_shared::{BackendState, Balance};
 
 use crate::model::{Instance, Service};
+use crate::sources::checks::{Notes, instance_address};
 use crate::sources::labels::PortSettings;
 
 /// Default `--listen-address`: discovered services listen on every interface, as proxymatic's did.
@@ -18,8 +18,8 @@ pub const DEFAULT_LISTEN_IP: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a TCP connect to a source may take before the next replica is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest a host name lookup may take; an unresolvable task is skipped, not waited for.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a host name lookup may take (the API's registrations use it too).
+pub const RESOLVE_TIMEOUT: Duration = crate::sources::resolve::LOOKUP_TIMEOUT;
 /// First retry delay after a failure; doubled per failure up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest retry delay, so a source that comes back is noticed within this time.
@@ -47,20 +47,6 @@ impl Default for DiscoveryOptions {
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
         }
     }
-}
-
-/// The HTTP client of one source: plain HTTP/1.1, no proxy from the environment (sources are on the
-/// cluster's own network), a bounded connect, at most one redirect (Marathon standbys redirect
-/// `/v2/events` to the leader once). Request timeouts are set per request, because watches and event
-/// streams are long-lived.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(1))
-        .tcp_nodelay(true)
-        .build()
-        .expect("a plain HTTP client always builds")
 }
 
 /// Capped exponential backoff with jitter (75–100 % of the step), so replicas restarted together are not
@@ -92,59 +78,65 @@ impl Backoff {
     }
 }
 
-/// Resolves every name in `hosts` that is not already an IP address; names that do not resolve in time are
-/// left out (and logged), so their instances are skipped.
-pub async fn resolve_hosts(hosts: BTreeSet<String>) -> BTreeMap<String, IpAddr> {
-    let mut resolved = BTreeMap::new();
-    for host in hosts {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            resolved.insert(host, ip);
-            continue;
-        }
-        let lookup =
-            tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.clone(), 0))).await;
-        match lookup {
-            Ok(Ok(mut addrs)) => match addrs.next() {
-                Some(addr) => {
-                    resolved.insert(host, addr.ip());
-                }
-                None => warn!(
-                    host,
-                    "host name resolves to nothing; its instances are skipped"
-                ),
-            },
-            Ok(Err(e)) => warn!(
-                host,
-                "cannot resolve host name; its instances are skipped: {e}"
-            ),
-            Err(_) => warn!(
-                host,
-                "host name lookup timed out; its instances are skipped"
-            ),
-        }
-    }
-    resolved
+/// One instance a source found, before the shared checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Names the entry in logs: a task id, a Consul service ID, an etcd key.
+    pub entry: String,
+    /// The field the address came from, for logs (`Service.Port`, `tasks[].ports[0]`, `value`).
+    pub field: &'static str,
+    pub address: SocketAddr,
+    pub weight: u16,
+    /// `weight=0`: the instance takes no new connections (it drains).
+    pub drain: bool,
 }
 
-/// Builds the service for one discovered port, or `None` when `--expose-host` is off and an instance uses
-/// the service port itself: that is host networking (the instance's own port would clash with our
-/// listener on a host running both), which proxymatic skipped unless `EXPOSE_HOST` was set.
+/// Builds the service for one discovered port from the instances found for it.
+///
+/// Every candidate goes through [`instance_address`]; a bad one is left out and noted (source, service,
+/// entry, field), the others stay. The service is `None` when `--expose-host` is off and an instance *on
+/// this host* uses the service port itself: that is host networking, where the instance and our listener
+/// would claim the same port (proxymatic skipped these unless `EXPOSE_HOST` was set). An instance on
+/// another address with the same port number (registrator's `-internal` container address, a Consul entry
+/// on another node) is not: it is routed.
 ///
 /// Discovered services balance by least connections, as proxymatic's HAProxy did.
 pub fn discovered_service(
     name: String,
     listen_port: u16,
     settings: &PortSettings,
-    mut instances: Vec<Instance>,
+    candidates: Vec<Candidate>,
     options: &DiscoveryOptions,
+    notes: &mut Notes,
 ) -> Option<Service> {
-    if !options.expose_host && instances.iter().any(|i| i.address.port() == listen_port) {
-        debug!(
-            service = name,
-            listen_port, "host-networked service skipped (see --expose-host)"
-        );
+    let mut instances = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        match instance_address(candidate.address) {
+            Ok(address) => instances.push((address, candidate.weight, candidate.drain)),
+            Err(error) => notes.bad_entry(&name, &candidate.entry, candidate.field, error),
+        }
+    }
+    if !options.expose_host
+        && let Some((local, _, _)) = instances
+            .iter()
+            .find(|(a, _, _)| a.port() == listen_port && is_on_this_host(a.ip()))
+    {
+        notes.host_network(&name, listen_port, *local);
         return None;
     }
+    let mut instances: Vec<Instance> = instances
+        .into_iter()
+        .map(|(address, weight, drain)| Instance {
+            address,
+            weight,
+            maxconn: None,
+            state: if drain {
+                BackendState::Draining
+            } else {
+                BackendState::Active
+            },
+        })
+        .collect();
     instances.sort_by_key(|i| i.address);
     instances.dedup_by_key(|i| i.address);
     Some(Service {
@@ -158,6 +150,12 @@ pub fn discovered_service(
         vhosts: settings.vhosts.clone(),
         instances,
     })
+}
+
+/// Whether `ip` is an address of this host (the controlplane runs beside its dataplane): loopback, or an
+/// address a socket can be bound to, which the kernel allows only for its own addresses.
+pub fn is_on_this_host(ip: IpAddr) -> bool {
+    ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// proxymatic's service name for a Marathon app id: the path reversed and joined with dots
@@ -183,38 +181,89 @@ pub fn split_port_suffix(name: &str) -> Option<(&str, u16)> {
 mod tests {
     use super::*;
     use crate::sources::labels::{Labels, port_settings};
-    use ringway_shared::BackendState;
 
-    fn instance(port: u16) -> Instance {
-        Instance {
-            address: SocketAddr::from(([10, 0, 0, 1], port)),
+    fn candidate(address: &str) -> Candidate {
+        Candidate {
+            entry: format!("entry-{address}"),
+            field: "Service.Port",
+            address: address.parse().unwrap(),
             weight: 500,
-            maxconn: None,
-            state: BackendState::Active,
+            drain: false,
         }
     }
 
-    #[test]
-    fn host_networking_is_skipped_unless_exposed() {
+    fn build(
+        candidates: &[&str],
+        options: &DiscoveryOptions,
+        notes: &mut Notes,
+    ) -> Option<Service> {
         let settings = port_settings(&Labels::new(), 0).settings.unwrap();
+        let candidates = candidates.iter().map(|a| candidate(a)).collect();
+        discovered_service("a".into(), 80, &settings, candidates, options, notes)
+    }
+
+    #[test]
+    fn host_networking_is_skipped_by_address_unless_exposed() {
         let mut options = DiscoveryOptions::default();
-        assert!(
-            discovered_service("a".into(), 80, &settings, vec![instance(80)], &options).is_none()
+        let mut notes = Notes::new("test");
+        // An instance on this host on the service port itself: host networking.
+        assert!(build(&["127.0.0.1:80"], &options, &mut notes).is_none());
+        assert!(build(&["203.0.113.9:31000", "127.0.0.2:80"], &options, &mut notes).is_none());
+        // The same port number elsewhere (registrator -internal, a Consul entry on another node): routed.
+        let s = build(&["203.0.113.9:80", "203.0.113.10:80"], &options, &mut notes).unwrap();
+        assert_eq!(s.instances.len(), 2);
+        assert_eq!(s.listen, "0.0.0.0:80".parse().unwrap());
+        let s = build(
+            &["127.0.0.1:31000", "127.0.0.1:31000"],
+            &options,
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(s.instances.len(), 1, "duplicates collapse");
+        options.expose_host = true;
+        assert!(build(&["127.0.0.1:80"], &options, &mut notes).is_some());
+        assert!(is_on_this_host("127.9.9.9".parse().unwrap()));
+        assert!(!is_on_this_host("203.0.113.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_instances_are_left_out_and_the_rest_stays() {
+        let options = DiscoveryOptions::default();
+        let mut notes = Notes::new("test");
+        let s = build(
+            &["203.0.113.9:0", "0.0.0.0:31000", "203.0.113.9:31001"],
+            &options,
+            &mut notes,
+        )
+        .unwrap();
+        let addresses: Vec<String> = s.instances.iter().map(|i| i.address.to_string()).collect();
+        assert_eq!(addresses, vec!["203.0.113.9:31001"]);
+        let noted: Vec<String> = notes.pending().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            noted,
+            vec![
+                "service a entry entry-203.0.113.9:0: Service.Port=\"203.0.113.9:0\": 0 is not a port",
+                "service a entry entry-0.0.0.0:31000: Service.Port=\"0.0.0.0:31000\": 0.0.0.0 does not name one host",
+            ]
         );
+    }
+
+    #[test]
+    fn a_drained_candidate_compiles_to_draining_with_a_valid_weight() {
+        let settings = port_settings(&Labels::new(), 0).settings.unwrap();
+        let mut drained = candidate("203.0.113.9:31000");
+        drained.drain = true;
         let s = discovered_service(
             "a".into(),
             80,
             &settings,
-            vec![instance(31000), instance(31000)],
-            &options,
+            vec![drained],
+            &DiscoveryOptions::default(),
+            &mut Notes::new("test"),
         )
         .unwrap();
-        assert_eq!(s.instances.len(), 1, "duplicates collapse");
-        assert_eq!(s.listen, "0.0.0.0:80".parse().unwrap());
-        options.expose_host = true;
-        assert!(
-            discovered_service("a".into(), 80, &settings, vec![instance(80)], &options).is_some()
-        );
+        assert_eq!(s.instances[0].state, BackendState::Draining);
+        assert_eq!(s.instances[0].weight, 500);
     }
 
     #[test]

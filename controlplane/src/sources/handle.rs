@@ -12,10 +12,18 @@
 //! ```text
 //!            success                    failure
 //! Starting ───────────► Ok ◄────────┐  ─────────► Stale (a last good catalog is in force)
-//!    │                   ▲  success └──────────────┘
-//!    │ failure           │ success
+//!    │                 ▲  │ success └──────────────┘
+//!    │ failure         │  │ partly last-known
+//!    │          success│  ▼
+//!    │                Degraded (read, but part of it is last-known data: a name that stopped resolving,
+//!    │                          one service whose read failed)
 //!    └──────────► Failing (never succeeded: nothing from this source is routed)
 //! ```
+//!
+//! Every change of state (and of what is degraded) is logged once, not on every read.
+//!
+//! The registry also carries the refresh signal: [`SourceRegistry::refresh_all`] (SIGHUP, `POST
+//! /v1/refresh`) makes every source that follows [`SourceHandle::refreshes`] re-read everything at once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +48,9 @@ pub enum SourceState {
     Ok,
     /// The latest attempt failed; the last good catalog stays in force.
     Stale,
+    /// The latest attempt succeeded, but part of what it sent is last-known data (see
+    /// [`SourceStatus::degraded`]).
+    Degraded,
     /// Every attempt so far failed; the source contributes nothing.
     Failing,
 }
@@ -57,6 +68,9 @@ pub struct SourceStatus {
     /// The most recent failure, kept after a recovery so an operator can still see what went wrong.
     pub last_error: Option<String>,
     pub last_error_unix_us: Option<u64>,
+    /// While [`SourceState::Degraded`]: which part of the catalog is last-known data, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 impl SourceStatus {
@@ -66,6 +80,14 @@ impl SourceStatus {
         self.consecutive_failures = 0;
         self.last_ok_unix_us = Some(now_us);
         self.state = SourceState::Ok;
+        self.degraded = None;
+    }
+
+    /// A catalog at `now` that is partly last-known data, for `reason`.
+    pub fn record_degraded(&mut self, reason: String, now_us: u64) {
+        self.record_success(now_us);
+        self.state = SourceState::Degraded;
+        self.degraded = Some(reason);
     }
 
     /// A failed attempt at `now`: stale if something good came before, failing otherwise.
@@ -79,6 +101,7 @@ impl SourceStatus {
         } else {
             SourceState::Failing
         };
+        self.degraded = None;
     }
 }
 
@@ -91,14 +114,31 @@ pub struct SourceView {
 }
 
 /// Every source's status, shared between the sources (writers) and whoever reports on them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SourceRegistry {
     inner: Arc<Mutex<BTreeMap<SourceId, Arc<watch::Sender<SourceStatus>>>>>,
+    /// Bumped to make every source re-read.
+    refresh: Arc<watch::Sender<u64>>,
+}
+
+impl Default for SourceRegistry {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            refresh: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 impl SourceRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Asks every source to re-read everything now (SIGHUP, `POST /v1/refresh`); returns their names.
+    pub fn refresh_all(&self) -> Vec<SourceId> {
+        self.refresh.send_modify(|generation| *generation += 1);
+        self.ids()
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<SourceId, Arc<watch::Sender<SourceStatus>>>> {
@@ -112,7 +152,13 @@ impl SourceRegistry {
                 .entry(id.clone())
                 .or_insert_with(|| Arc::new(watch::Sender::new(SourceStatus::default()))),
         );
-        SourceHandle { id, status, sink }
+        let refresh = self.refresh.subscribe();
+        SourceHandle {
+            id,
+            status,
+            sink,
+            refresh,
+        }
     }
 
     /// Every registered source, ordered by name: what the status API serves.
@@ -143,6 +189,7 @@ pub struct SourceHandle {
     id: SourceId,
     status: Arc<watch::Sender<SourceStatus>>,
     sink: CatalogSender,
+    refresh: watch::Receiver<u64>,
 }
 
 impl SourceHandle {
@@ -152,6 +199,13 @@ impl SourceHandle {
 
     pub fn status(&self) -> SourceStatus {
         self.status.borrow().clone()
+    }
+
+    /// Changes whenever every source is asked to re-read (`changed().await` returns then).
+    pub fn refreshes(&self) -> watch::Receiver<u64> {
+        let mut refreshes = self.refresh.clone();
+        refreshes.borrow_and_update();
+        refreshes
     }
 
     /// Reports a new full catalog and marks the source ok. Returns `false` when the publisher is gone (the
@@ -169,15 +223,34 @@ impl SourceHandle {
         self.send(catalog).await
     }
 
-    /// Reports a catalog that is only partly fresh (some of the source's reads failed and their last good
-    /// data is inside): it is sent, and the source is marked stale with `error`.
+    /// Reports a catalog that is only partly fresh (a name that stopped resolving, a service whose read
+    /// failed: their last known data is inside): it is sent, and the source is marked degraded with
+    /// `reason`, which is logged when it changes, not on every read.
     pub async fn publish_degraded(
         &self,
         catalog: Catalog,
-        error: &(dyn fmt::Display + Sync),
+        reason: &(dyn fmt::Display + Sync),
     ) -> bool {
-        self.fail(error);
+        let reason = reason.to_string();
+        let before = self.status.borrow().clone();
+        self.status
+            .send_modify(|s| s.record_degraded(reason.clone(), unix_micros()));
+        if before.state != SourceState::Degraded || before.degraded.as_ref() != Some(&reason) {
+            warn!(
+                source = %self.id,
+                "source degraded: part of its catalog is last-known data: {reason}"
+            );
+        }
         self.send(catalog).await
+    }
+
+    /// Reports a read: [`SourceHandle::publish`], or [`SourceHandle::publish_degraded`] when part of it
+    /// is last-known data for `degraded`.
+    pub async fn publish_read(&self, catalog: Catalog, degraded: Option<String>) -> bool {
+        match degraded {
+            Some(reason) => self.publish_degraded(catalog, &reason).await,
+            None => self.publish(catalog).await,
+        }
     }
 
     /// Marks the source ok without sending anything: for a source that has nothing to say yet (the API
@@ -308,5 +381,22 @@ mod tests {
 
         drop(updates);
         assert!(!a.publish(Catalog::default()).await, "publisher gone");
+    }
+
+    #[tokio::test]
+    async fn a_degraded_read_is_sent_and_shown_with_its_reason_until_a_clean_one() {
+        let registry = SourceRegistry::new();
+        let (sink, mut updates) = catalog_channel();
+        let consul = registry.handle(SourceId::new("consul"), sink);
+        let reason = "web.example: name does not resolve, last known address kept";
+        assert!(consul.publish_degraded(Catalog::default(), &reason).await);
+        assert!(updates.try_recv().is_ok(), "a degraded read is still sent");
+        let json = serde_json::to_value(registry.sources()).unwrap();
+        assert_eq!(json[0]["state"], "degraded");
+        assert_eq!(json[0]["degraded"], reason);
+        assert!(consul.publish(Catalog::default()).await);
+        let json = serde_json::to_value(registry.sources()).unwrap();
+        assert_eq!(json[0]["state"], "ok");
+        assert!(json[0].get("degraded").is_none(), "{json}");
     }
 }

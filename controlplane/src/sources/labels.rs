@@ -6,8 +6,8 @@
 //! | label | meaning | a bad value |
 //! |---|---|---|
 //! | `ringway.port.N.servicePort`, `com.meltwater.proxymatic.port.N.servicePort` | listen port | port skipped |
-//! | `….N.weight` | instance weight 1..=1000 (default 500) | default used |
-//! | `….N.maxconn` | per-instance limit for the whole group, ≥ 1 | port skipped |
+//! | `….N.weight` | instance weight 1..=1000 (default 500); `0` drains: no new connections | default used |
+//! | `….N.maxconn` | per-instance limit for the whole group; `0` is no limit (proxymatic's meaning) | port skipped |
 //! | `….N.mode` | `tcp` or `http` | default (`tcp`) used |
 //! | `….N.timeout.client`, `….N.timeout.server` | seconds of inactivity, ≥ 1 | default used |
 //! | `HAPROXY_N_VHOST` | virtual hosts (comma list) | — |
@@ -16,6 +16,16 @@
 //! `ringway.<setting>` (no port index, the short form Consul tags use: `ringway.maxconn=50`) sets a default
 //! for every port of the app; the per-port forms override it, and `ringway.port.N.*` wins over proxymatic's
 //! name when both are given.
+//!
+//! Keys match without regard to case (a key written exactly as documented wins over one that differs only
+//! in case): registrator lowercases the attributes it stores in Consul's `Meta`, so
+//! `SERVICE_HAPROXY_GROUP=external` arrives as `haproxy_group`, and `ringway.servicePort` as
+//! `ringway.serviceport`.
+//!
+//! `weight=0` and `maxconn=0` mean what they meant to proxymatic's users: the instance takes no new
+//! connections (it drains, keeping the ones it has), and no per-instance limit. The model itself never
+//! carries a weight or a limit of 0: a drained instance keeps the default weight with the state
+//! `draining`, and "no limit" is `None`.
 //!
 //! Why skip rather than default for `servicePort` and `maxconn`: the default listen port would expose the
 //! instances where the operator said they should not be, and no limit where one was asked for could
@@ -27,7 +37,6 @@
 //! than either label asks. The connect timeout keeps its default.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use ringway_shared::model::{DEFAULT_WEIGHT, WEIGHT_MAX, WEIGHT_MIN};
 
@@ -63,6 +72,8 @@ pub struct PortSettings {
     /// Overrides the port the source gave, when set.
     pub service_port: Option<u16>,
     pub weight: u16,
+    /// `weight=0`: the instances take no new connections.
+    pub drain: bool,
     pub maxconn: Option<u32>,
     pub mode: ServiceMode,
     pub timeouts: ServiceTimeouts,
@@ -71,14 +82,14 @@ pub struct PortSettings {
 }
 
 /// What happened because of a bad label value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Consequence {
     DefaultUsed,
     PortSkipped,
 }
 
 /// One bad label value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
 #[error("label {label}={value:?}: {reason}; {}", match consequence {
     Consequence::DefaultUsed => "the default is used",
     Consequence::PortSkipped => "this port is not routed",
@@ -111,16 +122,20 @@ pub fn port_settings(labels: &Labels, index: usize) -> PortOutcome {
         u64::from(u16::MAX),
         Consequence::PortSkipped,
     );
-    let weight = reader
-        .integer(
-            WEIGHT,
-            u64::from(WEIGHT_MIN),
-            u64::from(WEIGHT_MAX),
-            Consequence::DefaultUsed,
-        )
+    // 0 is below WEIGHT_MIN on purpose: it is not a weight but "drain".
+    let weight = reader.integer(
+        WEIGHT,
+        u64::from(WEIGHT_MIN) - 1,
+        u64::from(WEIGHT_MAX),
+        Consequence::DefaultUsed,
+    );
+    let drain = weight == Some(0);
+    let weight = weight
+        .filter(|w| *w != 0)
         .map_or(DEFAULT_WEIGHT, |w| w as u16);
     let maxconn = reader
-        .integer(MAXCONN, 1, u64::from(u32::MAX), Consequence::PortSkipped)
+        .integer(MAXCONN, 0, u64::from(u32::MAX), Consequence::PortSkipped)
+        .filter(|m| *m != 0)
         .map(|m| m as u32);
     let mode = reader.mode();
     let max_seconds = u64::from(u32::MAX) / MS_PER_SECOND;
@@ -132,13 +147,14 @@ pub fn port_settings(labels: &Labels, index: usize) -> PortOutcome {
     let settings = PortSettings {
         service_port: service_port.map(|p| p as u16),
         weight,
+        drain,
         maxconn,
         mode,
         timeouts: ServiceTimeouts {
             idle_ms,
             ..ServiceTimeouts::default()
         },
-        vhosts: list(labels.get(&format!("HAPROXY_{index}_VHOST")), true),
+        vhosts: list(get(labels, &format!("HAPROXY_{index}_VHOST")), true),
         groups: groups(labels, index),
     };
     PortOutcome {
@@ -147,11 +163,21 @@ pub fn port_settings(labels: &Labels, index: usize) -> PortOutcome {
     }
 }
 
+/// The value of `key`, matched exactly, else without regard to case (registrator lowercases Meta keys).
+fn get<'a>(labels: &'a Labels, key: &str) -> Option<&'a String> {
+    labels.get(key).or_else(|| {
+        labels
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
 /// The port's groups: `HAPROXY_<N>_GROUP` if set, else `HAPROXY_GROUP`.
 fn groups(labels: &Labels, index: usize) -> Vec<String> {
-    let per_port = list(labels.get(&format!("HAPROXY_{index}_GROUP")), false);
+    let per_port = list(get(labels, &format!("HAPROXY_{index}_GROUP")), false);
     if per_port.is_empty() {
-        list(labels.get(GROUP_LABEL), false)
+        list(get(labels, GROUP_LABEL), false)
     } else {
         per_port
     }
@@ -210,7 +236,7 @@ impl Reader<'_> {
             format!("{RINGWAY_SHORT_PREFIX}{name}"),
         ]
         .into_iter()
-        .find_map(|key| self.labels.get(&key).map(|v| (key, v.as_str())))
+        .find_map(|key| get(self.labels, &key).map(|v| (key, v.as_str())))
     }
 
     fn problem(&mut self, label: String, value: &str, reason: String, consequence: Consequence) {
@@ -269,34 +295,6 @@ impl Reader<'_> {
                 ServiceMode::Tcp
             }
         }
-    }
-}
-
-/// Names a port of an app in label problem logs.
-#[derive(Debug, Clone, Copy)]
-pub struct PortRef<'a> {
-    pub source: &'a str,
-    pub app: &'a str,
-    pub index: usize,
-}
-
-impl fmt::Display for PortRef<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} app {} port {}", self.source, self.app, self.index)
-    }
-}
-
-/// Logs each problem with where it was found, as operators need to fix it.
-pub fn log_problems(at: PortRef<'_>, problems: &[LabelError]) {
-    for p in problems {
-        tracing::warn!(
-            source = at.source,
-            app = at.app,
-            port_index = at.index,
-            label = %p.label,
-            value = %p.value,
-            "bad label on {at}: {p}"
-        );
     }
 }
 
@@ -374,15 +372,9 @@ mod tests {
             ),
             (
                 "weight",
-                "0",
-                Consequence::DefaultUsed,
-                "must be in 1..=1000",
-            ),
-            (
-                "weight",
                 "1001",
                 Consequence::DefaultUsed,
-                "must be in 1..=1000",
+                "must be in 0..=1000",
             ),
             (
                 "weight",
@@ -408,7 +400,6 @@ mod tests {
                 Consequence::PortSkipped,
                 "must not be negative",
             ),
-            ("maxconn", "0", Consequence::PortSkipped, "must be in 1..="),
             (
                 "maxconn",
                 "lots",
@@ -441,6 +432,45 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn weight_0_drains_and_maxconn_0_is_unlimited_as_in_proxymatic() {
+        let l = labels(&[
+            ("com.meltwater.proxymatic.port.0.weight", "0"),
+            ("com.meltwater.proxymatic.port.0.maxconn", "0"),
+        ]);
+        let out = port_settings(&l, 0);
+        assert!(out.problems.is_empty(), "{:?}", out.problems);
+        let s = out.settings.unwrap();
+        assert!(s.drain, "weight 0: no new connections");
+        assert_eq!(
+            s.weight, DEFAULT_WEIGHT,
+            "the model never carries a weight of 0"
+        );
+        assert_eq!(s.maxconn, None, "maxconn 0: no limit, never Some(0)");
+        let normal = port_settings(&labels(&[("ringway.weight", "1")]), 0)
+            .settings
+            .unwrap();
+        assert!(!normal.drain);
+        assert_eq!(normal.weight, 1);
+    }
+
+    #[test]
+    fn keys_match_without_regard_to_case_as_registrator_lowercases_meta() {
+        // registrator: -e SERVICE_ringway.servicePort=8080 -e SERVICE_HAPROXY_GROUP=external
+        let l = labels(&[
+            ("ringway.serviceport", "8080"),
+            ("haproxy_group", "external"),
+            ("haproxy_0_vhost", "Web.Example"),
+        ]);
+        let s = port_settings(&l, 0).settings.unwrap();
+        assert_eq!(s.service_port, Some(8080));
+        assert_eq!(s.groups, vec!["external"]);
+        assert_eq!(s.vhosts, vec!["web.example"]);
+        // The documented spelling wins over one that differs only in case.
+        let both = labels(&[("HAPROXY_GROUP", "a"), ("haproxy_group", "b")]);
+        assert_eq!(port_settings(&both, 0).settings.unwrap().groups, vec!["a"]);
     }
 
     #[test]

@@ -12,13 +12,17 @@ use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::api::DEFAULT_API;
 use crate::pipeline::intake::Coalescing;
+use crate::sources::consul::ConsulConfig;
 use crate::sources::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
-use crate::sources::etcd_v3::DEFAULT_PREFIX;
+use crate::sources::etcd_v3::{DEFAULT_PREFIX, EtcdV3Config};
 use crate::sources::file::DEFAULT_POLL_INTERVAL;
+use crate::sources::marathon::MarathonConfig;
 use crate::sources::registrator::{RegistratorError, RegistratorUrl};
+use crate::sources::secret::{SecretError, without_userinfo};
 use crate::startup::api_args::{ApiArgs, ApiArgsError};
 use crate::startup::config::{ApiToken, Config, DEFAULT_SOCKET};
 use crate::startup::logging::LogFormat;
+use crate::startup::source_args::SourceSecurityArgs;
 use crate::startup::supervisor_args::SupervisorArgs;
 
 /// Default of `--api-state-file`: beside the dataplane's state file, in the units' `StateDirectory=`.
@@ -37,17 +41,30 @@ pub struct Cli {
     #[arg(long, env = "RINGWAY_SERVICES", value_name = "FILE")]
     pub services: Option<PathBuf>,
 
-    /// Marathon replicas (comma-separated base URLs, tried in order): apps from /v2/apps, changes from /v2/events.
-    #[arg(long, env = "MARATHON_URL", value_name = "URLS", value_delimiter = ',')]
+    /// Marathon replicas (comma-separated base URLs, tried in order): apps from /v2/apps, changes from
+    /// /v2/events. https:// works; user:password@ in a URL is taken out of it and sent as credentials.
+    #[arg(
+        long,
+        env = "MARATHON_URL",
+        value_name = "URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub marathon: Vec<String>,
 
-    /// registrator's etcd v2 tree, as etcd://host:port/path.
+    /// registrator's etcd v2 tree, as etcd://host:port[,host:port…]/path (etcd+https:// for TLS).
     #[arg(long, env = "REGISTRATOR_URL", value_name = "URL")]
     pub registrator: Option<String>,
 
-    /// etcd v3 JSON gateway (http://host:2379), read under --etcd-prefix.
-    #[arg(long = "etcd-v3", env = "RINGWAY_ETCD_V3_URL", value_name = "URL")]
-    pub etcd_v3: Option<String>,
+    /// etcd v3 JSON gateway members (comma-separated, http(s)://host:2379, tried in turn), read under
+    /// --etcd-prefix.
+    #[arg(
+        long = "etcd-v3",
+        env = "RINGWAY_ETCD_V3_URL",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    pub etcd_v3: Vec<String>,
 
     /// Key prefix of the etcd v3 source (format in docs/discovery.md).
     #[arg(long, env = "RINGWAY_ETCD_PREFIX", value_name = "PREFIX", default_value = DEFAULT_PREFIX)]
@@ -147,6 +164,9 @@ pub struct Cli {
     /// The API's safety: token file, origins, what registrations may ask for.
     #[command(flatten)]
     pub api_args: ApiArgs,
+    /// Credentials and TLS for secured sources.
+    #[command(flatten)]
+    pub security: SourceSecurityArgs,
 
     /// `--spawn-dataplane` and its settings (see [`crate::supervisor`]).
     #[command(flatten)]
@@ -160,6 +180,10 @@ pub enum CliError {
     Zero { flag: &'static str },
     #[error("--registrator: {0}")]
     Registrator(#[from] RegistratorError),
+    #[error("{0}")]
+    Secret(#[from] SecretError),
+    #[error("--{flag}: {url:?} is not an http:// or https:// URL")]
+    SourceUrl { flag: &'static str, url: String },
     #[error("--refresh-interval must not be 0")]
     ZeroRefresh,
     #[error("--api: {0:?} is not an address like 127.0.0.1:9091 (empty disables the API)")]
@@ -186,6 +210,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Every URL of `flag` must be http:// or https://; a URL in an error never shows its credentials.
+fn http_urls(flag: &'static str, urls: &[String]) -> Result<(), CliError> {
+    match urls
+        .iter()
+        .find(|u| !(u.trim().starts_with("http://") || u.trim().starts_with("https://")))
+    {
+        Some(url) => Err(CliError::SourceUrl {
+            flag,
+            url: without_userinfo(url),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Cli {
     pub fn into_config(self) -> Result<Config, CliError> {
         let positive = |value: u32, flag| NonZeroU32::new(value).ok_or(CliError::Zero { flag });
@@ -197,17 +235,51 @@ impl Cli {
             .as_deref()
             .map(RegistratorUrl::parse)
             .transpose()?;
+        let marathon_urls: Vec<String> = self
+            .marathon
+            .into_iter()
+            .filter(|m| !m.trim().is_empty())
+            .collect();
+        http_urls("marathon", &marathon_urls)?;
+        let marathon = if marathon_urls.is_empty() {
+            None
+        } else {
+            let credentials = self.security.marathon_credentials()?;
+            Some(MarathonConfig::new(
+                &marathon_urls,
+                credentials,
+                self.security.marathon_tls(),
+            )?)
+        };
+        let etcd_urls: Vec<String> = self
+            .etcd_v3
+            .into_iter()
+            .filter(|u| !u.trim().is_empty())
+            .collect();
+        http_urls("etcd-v3", &etcd_urls)?;
+        let etcd_v3 = (!etcd_urls.is_empty()).then(|| EtcdV3Config {
+            endpoints: etcd_urls,
+            prefix: self.etcd_prefix,
+            tls: self.security.etcd_tls(),
+        });
+        let consul = match self.consul.filter(|c| !c.trim().is_empty()) {
+            Some(url) => {
+                http_urls("consul", std::slice::from_ref(&url))?;
+                Some(ConsulConfig {
+                    url,
+                    token: self.security.consul_token()?,
+                    tls: self.security.consul_tls(),
+                })
+            }
+            None => None,
+        };
         Ok(Config {
             services: self.services,
-            marathon: self
-                .marathon
-                .into_iter()
-                .filter(|m| !m.trim().is_empty())
-                .collect(),
+            marathon,
             registrator,
-            etcd_v3: self.etcd_v3,
-            etcd_prefix: self.etcd_prefix,
-            consul: self.consul,
+            etcd_v3,
+            etcd_tls: self.security.etcd_tls(),
+            consul,
             discovery: DiscoveryOptions {
                 listen_ip: self.listen_address,
                 expose_host: self.expose_host,
@@ -304,7 +376,10 @@ mod tests {
         .unwrap()
         .into_config()
         .unwrap();
-        assert_eq!(config.marathon, vec!["http://m1:8080", "http://m2:8080/"]);
+        assert_eq!(
+            config.marathon.as_ref().unwrap().replicas,
+            vec!["http://m1:8080", "http://m2:8080"]
+        );
         assert_eq!(config.registrator.as_ref().unwrap().path, "/services");
         assert_eq!(config.discovery.groups, vec!["external", "internal"]);
         assert!(config.discovery.expose_host);
@@ -447,6 +522,83 @@ mod tests {
     }
 
     #[test]
+    fn secured_sources_take_credentials_tokens_and_tls_files_and_never_show_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = dir.path().join("marathon-auth");
+        std::fs::write(&auth, "ops:file-secret\n").unwrap();
+        let token = dir.path().join("consul-token");
+        std::fs::write(&token, "token-secret\n").unwrap();
+        let config = parse(&[
+            "--marathon",
+            "https://m1:8443,https://url:url-secret@m2:8443",
+            "--marathon-auth-file",
+            auth.to_str().unwrap(),
+            "--marathon-ca",
+            "/etc/ringway/marathon-ca.pem",
+            "--consul",
+            "https://consul:8501",
+            "--consul-token-file",
+            token.to_str().unwrap(),
+            "--etcd-v3",
+            "https://e1:2379,https://e2:2379",
+            "--registrator",
+            "etcd+https://e1:2379,e2:2379/services",
+            "--etcd-ca",
+            "/ca.pem",
+            "--etcd-cert",
+            "/client.pem",
+            "--etcd-key",
+            "/client-key.pem",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let marathon = config.marathon.as_ref().unwrap();
+        assert_eq!(
+            marathon.replicas,
+            vec!["https://m1:8443", "https://m2:8443"]
+        );
+        assert_eq!(marathon.credentials[0].as_ref().unwrap().user, "ops");
+        assert_eq!(marathon.credentials[1].as_ref().unwrap().user, "url");
+        assert_eq!(
+            marathon.tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/ringway/marathon-ca.pem"))
+        );
+        let consul = config.consul.as_ref().unwrap();
+        assert_eq!(consul.token.as_ref().unwrap().expose(), "token-secret");
+        let etcd = config.etcd_v3.as_ref().unwrap();
+        assert_eq!(etcd.endpoints, vec!["https://e1:2379", "https://e2:2379"]);
+        assert_eq!(
+            etcd.tls.cert.as_deref(),
+            Some(std::path::Path::new("/client.pem"))
+        );
+        assert_eq!(config.registrator.as_ref().unwrap().bases.len(), 2);
+        let shown = format!("{config:?}");
+        for secret in ["file-secret", "url-secret", "token-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+
+        // Half a client identity, a non-HTTP URL, two sources of one secret: refused, secrets unshown.
+        assert!(parse(&["--etcd-cert", "/c.pem"]).is_err());
+        let err = parse(&["--marathon", "ftp://u:hidden@m1"])
+            .unwrap()
+            .into_config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--marathon:") && !err.contains("hidden"),
+            "{err}"
+        );
+        assert!(parse(&["--consul-token", "a", "--consul-token-file", "/f"]).is_err());
+        let err = parse(&["--marathon", "http://m1", "--marathon-auth", "no-colon"])
+            .unwrap()
+            .into_config()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "--marathon-auth must look like user:password");
+    }
+
+    #[test]
     fn allow_uid_repeats() {
         let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
         assert_eq!(cli.allow_uids, vec![5, 7]);
@@ -487,6 +639,17 @@ mod tests {
             "RINGWAY_API_ALLOW_BACKENDS",
             "RINGWAY_API_ALLOW_MERGE",
             "RINGWAY_API_MAX_REGISTRATIONS",
+            "MARATHON_AUTH",
+            "MARATHON_AUTH_FILE",
+            "MARATHON_CA",
+            "CONSUL_HTTP_TOKEN",
+            "CONSUL_HTTP_TOKEN_FILE",
+            "CONSUL_CACERT",
+            "CONSUL_CLIENT_CERT",
+            "CONSUL_CLIENT_KEY",
+            "RINGWAY_ETCD_CA",
+            "RINGWAY_ETCD_CERT",
+            "RINGWAY_ETCD_KEY",
         ] {
             assert!(
                 help.contains(&format!("env: {var}")),

@@ -12,9 +12,12 @@ use crate::api::policy::RegistrationPolicy;
 use crate::pipeline::compiler::CompileSettings;
 use crate::pipeline::intake::Coalescing;
 use crate::serve::snapshot_server::ServerOptions;
+use crate::sources::client::TlsFiles;
+use crate::sources::consul::ConsulConfig;
 use crate::sources::discovery::DiscoveryOptions;
-use crate::sources::etcd_v3::DEFAULT_PREFIX;
+use crate::sources::etcd_v3::EtcdV3Config;
 use crate::sources::file::DEFAULT_POLL_INTERVAL;
+use crate::sources::marathon::MarathonConfig;
 use crate::sources::registrator::RegistratorUrl;
 
 /// Where dataplanes find the controlplane unless told otherwise.
@@ -33,16 +36,16 @@ const DEFAULT_MAX_CONNECTIONS_NZ: NonZeroU32 = match NonZeroU32::new(DEFAULT_MAX
 pub struct Config {
     /// The static services file.
     pub services: Option<PathBuf>,
-    /// Marathon replica base URLs; empty: no Marathon source.
-    pub marathon: Vec<String>,
+    /// Marathon replicas (credentials apart) and TLS; `None`: no Marathon source.
+    pub marathon: Option<MarathonConfig>,
     /// registrator's etcd v2 tree.
     pub registrator: Option<RegistratorUrl>,
-    /// etcd v3 JSON gateway base URL.
-    pub etcd_v3: Option<String>,
-    /// Key prefix read from etcd v3.
-    pub etcd_prefix: String,
-    /// Consul HTTP API base URL.
-    pub consul: Option<String>,
+    /// etcd v3 JSON gateway members and prefix.
+    pub etcd_v3: Option<EtcdV3Config>,
+    /// The etcd TLS flags, for registrator's `etcd+https://` (etcd v3 carries its own copy).
+    pub etcd_tls: TlsFiles,
+    /// Consul HTTP API, token, TLS.
+    pub consul: Option<ConsulConfig>,
     /// What applies to every discovery source.
     pub discovery: DiscoveryOptions,
     /// How catalogs become snapshots.
@@ -84,10 +87,10 @@ impl Config {
     pub fn new(services: Option<PathBuf>) -> Self {
         Self {
             services,
-            marathon: Vec::new(),
+            marathon: None,
             registrator: None,
             etcd_v3: None,
-            etcd_prefix: DEFAULT_PREFIX.to_string(),
+            etcd_tls: TlsFiles::none("etcd"),
             consul: None,
             discovery: DiscoveryOptions::default(),
             coalescing: Coalescing::default(),
@@ -108,7 +111,7 @@ impl Config {
     /// Whether any source is configured.
     pub fn has_source(&self) -> bool {
         self.services.is_some()
-            || !self.marathon.is_empty()
+            || self.marathon.is_some()
             || self.registrator.is_some()
             || self.etcd_v3.is_some()
             || self.consul.is_some()
@@ -117,7 +120,7 @@ impl Config {
     /// Whether the services file is the only source.
     pub fn is_file_only(&self) -> bool {
         self.services.is_some()
-            && self.marathon.is_empty()
+            && self.marathon.is_none()
             && self.registrator.is_none()
             && self.etcd_v3.is_none()
             && self.consul.is_none()

@@ -4,13 +4,20 @@
 //! - `GET /v1/health/service/<name>[?passing]` → `[{Node, Service, Checks}]` in the shape of the verbatim
 //!   `health.mdx` sample (`tests/fixtures/consul/health_service_redis.json`); `?passing` keeps only entries
 //!   whose checks, the node's `serfHealth` included, all pass (§5.2).
+//! - `GET /v1/health/state/any` → every check in the cluster (`[{Node, CheckID, Name, Status, ServiceID,
+//!   ServiceName, ServiceTags, …}]`, the service checks and one `serfHealth` per node), a blocking endpoint
+//!   like the others: what a client watches to learn that some service's health moved.
 //! - Blocking queries (§5.3): every answer carries `X-Consul-Index`; a request with `index=N` hangs until
 //!   the index moves past `N` or `wait` elapses (capped by the double, see [`ConsulDouble::start`]), then
 //!   answers the current state. There is one index for everything, as a small cluster's raft index.
 //! - A snapshot restore ([`ConsulDouble::restore_snapshot`]) moves the index *backwards* and, like Consul's
 //!   abandoned state store, wakes every blocked query at once.
 //!
-//! Knobs: add/remove instances, flip a check, answer malformed JSON.
+//! - ACLs: with [`ConsulDouble::require_token`] every request needs `X-Consul-Token` (else `403`
+//!   `ACL not found`, as Consul answers).
+//!
+//! Knobs: add/remove instances (one at a time or a thousand at once), flip a check, answer malformed JSON.
+//! The server counts connections, so a test can assert how many a client holds open at once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -66,6 +73,8 @@ struct Shared {
     changed: Condvar,
     max_block: Duration,
     stop: AtomicBool,
+    token: Mutex<Option<String>>,
+    refused: AtomicUsize,
 }
 
 /// The double; stops serving when dropped.
@@ -77,6 +86,15 @@ pub struct ConsulDouble {
 impl ConsulDouble {
     /// `max_block` caps how long a blocking query hangs (Consul's own cap is `wait`, default 5 min).
     pub fn start(max_block: Duration) -> Self {
+        Self::start_with(max_block, None)
+    }
+
+    /// The same, serving HTTPS with `tls` (a certificate from the test's CA).
+    pub fn start_tls(max_block: Duration, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_with(max_block, Some(tls))
+    }
+
+    fn start_with(max_block: Duration, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 index: 10,
@@ -86,15 +104,18 @@ impl ConsulDouble {
             parked: AtomicUsize::new(0),
             max_block,
             stop: AtomicBool::new(false),
+            token: Mutex::new(None),
+            refused: AtomicUsize::new(0),
         });
         let handler: Handler = {
             let shared = Arc::clone(&shared);
             Arc::new(move |r: &Request| answer(&shared, r))
         };
-        Self {
-            shared,
-            server: HttpServer::start(handler),
-        }
+        let server = match tls {
+            Some(tls) => HttpServer::start_tls(handler, tls),
+            None => HttpServer::start(handler),
+        };
+        Self { shared, server }
     }
 
     pub fn url(&self) -> String {
@@ -106,6 +127,37 @@ impl ConsulDouble {
         edit(&mut state);
         state.index += 1;
         self.shared.changed.notify_all();
+    }
+
+    /// Every request must carry `X-Consul-Token: token` from now on.
+    pub fn require_token(&self, token: &str) {
+        *self.shared.token.lock().unwrap() = Some(token.to_string());
+    }
+
+    /// Requests refused for want of the token.
+    pub fn refused(&self) -> usize {
+        self.shared.refused.load(Ordering::SeqCst)
+    }
+
+    /// The most connections a client held open at the same time.
+    pub fn max_open_connections(&self) -> usize {
+        self.server.max_open_connections()
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
+    }
+
+    /// Registers many instances in one change (one index step), as a cluster that already runs them.
+    pub fn register_all(&self, instances: impl IntoIterator<Item = (String, ConsulInstance)>) {
+        self.change(|s| {
+            for (service, instance) in instances {
+                let list = s.services.entry(service).or_default();
+                list.retain(|i| i.id != instance.id);
+                list.push(instance);
+            }
+        });
     }
 
     /// Registers (or replaces, by id) an instance of `service`.
@@ -190,6 +242,16 @@ fn parse_wait(text: &str) -> Option<Duration> {
 }
 
 fn answer(shared: &Shared, r: &Request) -> Reply {
+    if let Some(token) = shared.token.lock().unwrap().clone()
+        && !r.header_values("X-Consul-Token").contains(&token.as_str())
+    {
+        shared.refused.fetch_add(1, Ordering::SeqCst);
+        return Reply::Full {
+            status: 403,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"ACL not found".to_vec(),
+        };
+    }
     let wanted: u64 = r.query("index").and_then(|i| i.parse().ok()).unwrap_or(0);
     let wait = r
         .query("wait")
@@ -235,6 +297,18 @@ fn answer(shared: &Shared, r: &Request) -> Reply {
                 .collect();
             Value::Object(services)
         }
+        "/v1/health/state/any" => {
+            let mut checks: Vec<Value> = Vec::new();
+            let mut nodes = std::collections::BTreeSet::new();
+            for (name, list) in &state.services {
+                for i in list {
+                    nodes.insert(i.node.clone());
+                    checks.push(service_check(name, i));
+                }
+            }
+            checks.extend(nodes.iter().map(|node| serf_check(node)));
+            json!(checks)
+        }
         path => match path.strip_prefix("/v1/health/service/") {
             Some(name) => {
                 let passing_only = r.query("passing").is_some();
@@ -278,15 +352,22 @@ fn entry(name: &str, i: &ConsulInstance) -> Value {
             "Weights": {"Passing": 10, "Warning": 1},
             "Namespace": "default"
         },
-        "Checks": [
-            {"Node": i.node, "CheckID": format!("service:{}", i.id), "Name": format!("Service '{name}' check"),
-             "Status": i.check, "Notes": "", "Output": "", "ServiceID": i.id, "ServiceName": name,
-             "ServiceTags": i.tags, "Namespace": "default"},
-            {"Node": i.node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
-             "Notes": "", "Output": "", "ServiceID": "", "ServiceName": "", "ServiceTags": [],
-             "Namespace": "default"}
-        ]
+        "Checks": [service_check(name, i), serf_check(&i.node)]
     })
+}
+
+/// The service check of instance `i`.
+fn service_check(name: &str, i: &ConsulInstance) -> Value {
+    json!({"Node": i.node, "CheckID": format!("service:{}", i.id), "Name": format!("Service '{name}' check"),
+           "Status": i.check, "Notes": "", "Output": "", "ServiceID": i.id, "ServiceName": name,
+           "ServiceTags": i.tags, "Namespace": "default"})
+}
+
+/// A node's `serfHealth` check (always passing here).
+fn serf_check(node: &str) -> Value {
+    json!({"Node": node, "CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+           "Notes": "", "Output": "", "ServiceID": "", "ServiceName": "", "ServiceTags": [],
+           "Namespace": "default"})
 }
 
 #[cfg(test)]

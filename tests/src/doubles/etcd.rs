@@ -8,11 +8,12 @@
 //!   base64 keys and values and int64s as strings; `POST /v3/watch` streams one `{"result":…}` line per
 //!   response (chunked), `created` first, PUT events without `type`.
 //!
-//! [`EtcdDouble::malformed`] makes every answer (and every watch line) truncated JSON.
+//! [`EtcdDouble::malformed`] makes every answer (and every watch line) truncated JSON;
+//! [`EtcdDouble::empty_watches`] makes every v2 long poll end at once with `200` and an empty body (which
+//! etcd, or a proxy in front of it, may do), and [`EtcdDouble::watch_requests`] counts them.
 
 use std::io::Write;
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use super::http::{Handler, HttpServer, Reply, Request};
+use super::http::{Handler, HttpServer, Reply, Request, Stream};
 
 /// How long a v2 long poll hangs before it ends empty.
 const LONG_POLL: Duration = Duration::from_secs(2);
@@ -38,6 +39,8 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
+    empty_watches: AtomicBool,
+    watch_requests: AtomicUsize,
 }
 
 /// Serves both APIs on one port.
@@ -55,6 +58,8 @@ impl EtcdDouble {
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
+            empty_watches: AtomicBool::new(false),
+            watch_requests: AtomicUsize::new(0),
         });
         let handler: Handler = {
             let shared = Arc::clone(&shared);
@@ -87,6 +92,16 @@ impl EtcdDouble {
             s.keys.retain(|(k, _)| k != key);
             s.keys.push((key.to_string(), value.to_string()));
         });
+    }
+
+    /// While on, every v2 watch answers `200` with an empty body at once.
+    pub fn empty_watches(&self, on: bool) {
+        self.shared.empty_watches.store(on, Ordering::SeqCst);
+    }
+
+    /// v2 watch requests received so far.
+    pub fn watch_requests(&self) -> usize {
+        self.shared.watch_requests.load(Ordering::SeqCst)
     }
 
     /// Truncated JSON from now on (and a change, so watchers wake and read it).
@@ -126,6 +141,10 @@ fn answer(shared: &Arc<Shared>, r: &Request) -> Reply {
     };
     let mut state = shared.state.lock().unwrap();
     if r.query("wait").is_some() {
+        shared.watch_requests.fetch_add(1, Ordering::SeqCst);
+        if shared.empty_watches.load(Ordering::SeqCst) {
+            return Reply::json(200, "");
+        }
         let wanted: u64 = r
             .query("waitIndex")
             .and_then(|i| i.parse().ok())
@@ -179,7 +198,7 @@ fn tree(dir: &str, keys: &[(String, String)]) -> Value {
 /// A v3 watch: `created`, then one line per change (an event, or truncated JSON while malformed).
 fn watch_v3(shared: &Arc<Shared>) -> Reply {
     let shared = Arc::clone(shared);
-    Reply::Stream(Box::new(move |mut stream: TcpStream| {
+    Reply::Stream(Box::new(move |mut stream: Stream| {
         let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
         let mut seen = shared.state.lock().unwrap().index;
         let created =
@@ -217,7 +236,7 @@ fn watch_v3(shared: &Arc<Shared>) -> Reply {
     }))
 }
 
-fn write_chunk(stream: &mut TcpStream, line: &str) -> std::io::Result<()> {
+fn write_chunk(stream: &mut Stream, line: &str) -> std::io::Result<()> {
     let data = format!("{line}\n");
     stream.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())?;
     stream.flush()

@@ -1,11 +1,13 @@
-//! A minimal HTTP/1.1 server for the test doubles (std threads, one per connection, keep-alive), and a
-//! minimal blocking client for the tests' own writes (etcd keys). Only what the doubles need: request line,
-//! headers, `Content-Length` bodies; responses with a length, or a raw stream the handler writes itself.
+//! A minimal HTTP/1.1 server for the test doubles (std threads, one per connection, keep-alive), optionally
+//! behind TLS (rustls, with a certificate from [`crate::tls::TestCa`]), and a minimal blocking client for
+//! the tests' own writes (etcd keys). Only what the doubles need: request line, headers, `Content-Length`
+//! bodies; responses with a length, or a raw stream the handler writes itself. The server counts its open
+//! connections, so a test can assert how many a client holds at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -54,7 +56,88 @@ pub enum Reply {
         body: Vec<u8>,
     },
     /// The handler takes the connection and writes the whole response itself.
-    Stream(Box<dyn FnOnce(TcpStream) + Send>),
+    Stream(Box<dyn FnOnce(Stream) + Send>),
+}
+
+/// A connection handed to a [`Reply::Stream`] handler: plain or TLS, written as one byte stream; it counts
+/// as open until dropped.
+pub struct Stream {
+    transport: Transport,
+    socket: TcpStream,
+    _open: OpenGuard,
+}
+
+impl Stream {
+    /// Cuts the connection both ways, as a dying server would.
+    pub fn shutdown(&self) {
+        let _ = self.socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.transport.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.transport.flush()
+    }
+}
+
+/// The bytes of one connection: the socket, or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Counts a connection as open while it lives.
+struct OpenGuard(Arc<Counters>);
+
+impl OpenGuard {
+    fn new(counters: &Arc<Counters>) -> Self {
+        let open = counters.open.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.max_open.fetch_max(open, Ordering::SeqCst);
+        counters.accepted.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(counters))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    open: AtomicUsize,
+    max_open: AtomicUsize,
+    accepted: AtomicUsize,
 }
 
 impl Reply {
@@ -81,50 +164,89 @@ pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 pub struct HttpServer {
     port: u16,
     stop: Arc<AtomicBool>,
+    tls: bool,
+    counters: Arc<Counters>,
 }
 
 impl HttpServer {
     pub fn start(handler: Handler) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        Self::serve(listener, handler)
+        Self::serve(listener, handler, None)
     }
 
     /// Serves on `port` (to bring a double back where it was).
     pub fn start_on(port: u16, handler: Handler) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        Self::serve(listener, handler)
+        Self::serve(listener, handler, None)
     }
 
-    fn serve(listener: TcpListener, handler: Handler) -> Self {
+    /// Serves HTTPS with `tls` on a free port.
+    pub fn start_tls(handler: Handler, tls: Arc<rustls::ServerConfig>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::serve(listener, handler, Some(tls))
+    }
+
+    fn serve(
+        listener: TcpListener,
+        handler: Handler,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
         let stopping = Arc::clone(&stop);
+        let is_tls = tls.is_some();
+        let counting = Arc::clone(&counters);
         thread::spawn(move || {
             while !stopping.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (handler, stopping) = (Arc::clone(&handler), Arc::clone(&stopping));
-                        thread::spawn(move || connection(stream, &handler, &stopping));
+                        let open = OpenGuard::new(&counting);
+                        let (handler, stopping, tls) =
+                            (Arc::clone(&handler), Arc::clone(&stopping), tls.clone());
+                        thread::spawn(move || connection(stream, tls, open, &handler, &stopping));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(2)),
                 }
             }
         });
-        Self { port, stop }
+        Self {
+            port,
+            stop,
+            tls: is_tls,
+            counters,
+        }
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
+    /// `http://127.0.0.1:PORT`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Stops accepting and answering, as a dead process would (dropping does the same).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.counters.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at the same time.
+    pub fn max_open_connections(&self) -> usize {
+        self.counters.max_open.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted_connections(&self) -> usize {
+        self.counters.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -134,12 +256,27 @@ impl Drop for HttpServer {
     }
 }
 
-fn connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) {
+fn connection(
+    stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    open: OpenGuard,
+    handler: &Handler,
+    stop: &AtomicBool,
+) {
     stream.set_nonblocking(false).unwrap();
     let _ = stream.set_nodelay(true);
     stream.set_read_timeout(Some(POLL)).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut stream = stream;
+    let socket = stream.try_clone().unwrap();
+    let transport = match tls {
+        None => Transport::Plain(stream),
+        Some(config) => {
+            let Ok(session) = rustls::ServerConnection::new(config) else {
+                return;
+            };
+            Transport::Tls(Box::new(rustls::StreamOwned::new(session, stream)))
+        }
+    };
+    let mut reader = BufReader::new(transport);
     loop {
         let request = match read_request(&mut reader, stop) {
             Some(request) => request,
@@ -147,7 +284,7 @@ fn connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) {
         };
         if stop.load(Ordering::SeqCst) {
             // A stopped server is a dead process: kept-alive connections get no answer either.
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = socket.shutdown(Shutdown::Both);
             return;
         }
         match handler(&request) {
@@ -165,25 +302,34 @@ fn connection(stream: TcpStream, handler: &Handler, stop: &AtomicBool) {
                 // delayed ACK, and every answer would take 40 ms longer than a real server's.
                 let mut response = head.into_bytes();
                 response.extend_from_slice(&body);
-                if stream.write_all(&response).is_err() {
+                let writer = reader.get_mut();
+                if writer
+                    .write_all(&response)
+                    .and_then(|()| writer.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
             Reply::Stream(write) => {
-                stream.set_read_timeout(None).unwrap();
-                write(stream);
+                socket.set_read_timeout(None).unwrap();
+                write(Stream {
+                    transport: reader.into_inner(),
+                    socket,
+                    _open: open,
+                });
                 return;
             }
         }
         if stop.load(Ordering::SeqCst) {
-            let _ = stream.shutdown(Shutdown::Both);
+            let _ = socket.shutdown(Shutdown::Both);
             return;
         }
     }
 }
 
 /// Reads one request; `None` on end of stream, garbage, or stop.
-fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<Request> {
+fn read_request(reader: &mut BufReader<Transport>, stop: &AtomicBool) -> Option<Request> {
     let mut line = String::new();
     loop {
         match reader.read_line(&mut line) {
@@ -234,6 +380,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         302 => "Found",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",

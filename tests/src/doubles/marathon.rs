@@ -10,19 +10,25 @@
 //! - A standby (§1.2) proxies REST reads to the leader (here: serves the same state) and answers
 //!   `/v2/events` with a `302` to the leader.
 //!
+//! - Secured (marathon-lb's `--auth-credentials`, Marathon's `--http_credentials`): with
+//!   [`MarathonDouble::require_auth`] every request, on the leader and on its standbys, needs
+//!   `Authorization: Basic …` with those credentials, else `401` with `WWW-Authenticate: Basic`; with
+//!   [`MarathonDouble::leader_tls`] the leader and its standbys serve HTTPS only.
+//!
 //! Test knobs: replace the apps, emit events, drop every event stream and refuse new ones for a while,
 //! answer malformed JSON.
 
 use std::io::Write;
-use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use super::http::{Handler, HttpServer, Reply, Request};
+use super::http::{Handler, HttpServer, Reply, Request, Stream};
 
 /// Jetty's heartbeat is every 10 s; the double beats faster so every test sees some.
 pub const HEARTBEAT: Duration = Duration::from_millis(300);
@@ -30,8 +36,11 @@ pub const HEARTBEAT: Duration = Duration::from_millis(300);
 #[derive(Default)]
 struct Shared {
     apps: Mutex<Value>,
-    streams: Mutex<Vec<TcpStream>>,
+    streams: Mutex<Vec<Stream>>,
     refuse_streams: AtomicBool,
+    /// The `Authorization` value every request must carry, when set.
+    auth: Mutex<Option<String>>,
+    unauthorized: AtomicUsize,
     malformed: AtomicBool,
     app_reads: AtomicUsize,
     stream_connections: AtomicUsize,
@@ -42,20 +51,34 @@ pub struct MarathonDouble {
     shared: Arc<Shared>,
     server: HttpServer,
     stop: Arc<AtomicBool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl MarathonDouble {
     /// A leader serving `apps` (the content of the `apps` array).
     pub fn leader(apps: Value) -> Self {
-        Self::leader_with(apps, HttpServer::start)
+        Self::leader_with(apps, HttpServer::start, None)
     }
 
     /// A leader on a given port (a replica that comes up where the controlplane already looks).
     pub fn leader_on(port: u16, apps: Value) -> Self {
-        Self::leader_with(apps, |handler| HttpServer::start_on(port, handler))
+        Self::leader_with(apps, |handler| HttpServer::start_on(port, handler), None)
     }
 
-    fn leader_with(apps: Value, serve: impl FnOnce(Handler) -> HttpServer) -> Self {
+    /// A leader serving HTTPS with `tls`; its standbys do too.
+    pub fn leader_tls(apps: Value, tls: Arc<rustls::ServerConfig>) -> Self {
+        let serve = {
+            let tls = Arc::clone(&tls);
+            move |handler| HttpServer::start_tls(handler, tls)
+        };
+        Self::leader_with(apps, serve, Some(tls))
+    }
+
+    fn leader_with(
+        apps: Value,
+        serve: impl FnOnce(Handler) -> HttpServer,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
         let shared = Arc::new(Shared::default());
         *shared.apps.lock().unwrap() = apps;
         let handler: Handler = {
@@ -68,14 +91,29 @@ impl MarathonDouble {
             shared,
             server: serve(handler),
             stop,
+            tls,
         }
     }
 
-    /// A standby of this leader: same state, `/v2/events` redirected here.
+    /// Every request must carry `Authorization: Basic base64(user:password)` from now on.
+    pub fn require_auth(&self, user: &str, password: &str) {
+        let value = format!("Basic {}", BASE64.encode(format!("{user}:{password}")));
+        *self.shared.auth.lock().unwrap() = Some(value);
+    }
+
+    /// Requests refused for want of the right credentials, on the leader and its standbys.
+    pub fn unauthorized(&self) -> usize {
+        self.shared.unauthorized.load(Ordering::SeqCst)
+    }
+
+    /// A standby of this leader: same state (and credentials, and TLS), `/v2/events` redirected here.
     pub fn standby(&self) -> HttpServer {
         let shared = Arc::clone(&self.shared);
         let leader_url = self.url();
-        HttpServer::start(Arc::new(move |r: &Request| {
+        let handler: Handler = Arc::new(move |r: &Request| {
+            if let Some(refused) = check_auth(&shared, r) {
+                return refused;
+            }
             if r.path() == "/v2/events" {
                 Reply::Full {
                     status: 302,
@@ -85,7 +123,11 @@ impl MarathonDouble {
             } else {
                 leader(&shared, r)
             }
-        }))
+        });
+        match &self.tls {
+            Some(tls) => HttpServer::start_tls(handler, Arc::clone(tls)),
+            None => HttpServer::start(handler),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -112,7 +154,7 @@ impl MarathonDouble {
     pub fn drop_streams(&self, refuse: bool) {
         self.shared.refuse_streams.store(refuse, Ordering::SeqCst);
         for s in self.shared.streams.lock().unwrap().drain(..) {
-            let _ = s.shutdown(Shutdown::Both);
+            s.shutdown();
         }
     }
 
@@ -148,7 +190,25 @@ impl Drop for MarathonDouble {
     }
 }
 
+/// `Some(401)` when credentials are required and `r` lacks them.
+fn check_auth(shared: &Shared, r: &Request) -> Option<Reply> {
+    let expected = shared.auth.lock().unwrap().clone()?;
+    if r.header_values("Authorization")
+        .contains(&expected.as_str())
+    {
+        return None;
+    }
+    shared.unauthorized.fetch_add(1, Ordering::SeqCst);
+    Some(
+        Reply::json(401, "{\"message\":\"Invalid username or password.\"}")
+            .with_header("WWW-Authenticate", "Basic realm=\"Mesosphere\""),
+    )
+}
+
 fn leader(shared: &Arc<Shared>, r: &Request) -> Reply {
+    if let Some(refused) = check_auth(shared, r) {
+        return refused;
+    }
     match r.path() {
         "/v2/apps" => {
             shared.app_reads.fetch_add(1, Ordering::SeqCst);
@@ -178,7 +238,7 @@ fn events(shared: &Arc<Shared>, r: &Request) -> Reply {
     }
     shared.stream_connections.fetch_add(1, Ordering::SeqCst);
     let shared = Arc::clone(shared);
-    Reply::Stream(Box::new(move |mut stream: TcpStream| {
+    Reply::Stream(Box::new(move |mut stream: Stream| {
         let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream;charset=utf-8\r\nConnection: close\r\n\r\n";
         let attached = json!({
             "remoteAddress": "127.0.0.1",
@@ -186,7 +246,11 @@ fn events(shared: &Arc<Shared>, r: &Request) -> Reply {
             "timestamp": "2015-09-30T12:44:30.061Z"
         });
         let first = format!("event: event_stream_attached\r\ndata: {attached}\r\n\r\n");
-        if stream.write_all(head.as_bytes()).is_ok() && stream.write_all(first.as_bytes()).is_ok() {
+        let written = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(first.as_bytes()))
+            .and_then(|()| stream.flush());
+        if written.is_ok() {
             shared.streams.lock().unwrap().push(stream);
         }
     }))

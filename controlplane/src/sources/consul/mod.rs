@@ -1,113 +1,84 @@
-//! The Consul source (`--consul http://host:8500`): `/v1/catalog/services` says which services exist, and one
-//! `/v1/health/service/<name>?passing` per service says which instances pass all their checks (node checks
-//! such as `serfHealth` included). Both are followed with blocking queries (discovery.md §5.3): the next
-//! request sends the `X-Consul-Index` of the last answer; an index that goes backwards resets to 0 (a
-//! snapshot restore, say) and an index is never below 1 otherwise; a short pause between returns keeps a
-//! misbehaving server from turning the loop into a storm. A return is no proof of change, so results are
-//! compared before anything is published.
+//! The Consul source (`--consul http://host:8500`), over a bounded number of connections whatever the size
+//! of the catalog (Consul allows 200 per client address by default, `limits.http_max_conns_per_client`):
 //!
-//! An instance is reached at `Service.Address`, or at `Node.Address` when that is empty. Settings come from
-//! the service's tags written as `key=value` (`ringway.maxconn=50`, `ringway.servicePort=8080`,
-//! `HAPROXY_GROUP=external`, the proxymatic per-port forms) and from its `Meta` (registrator's attributes);
-//! tags win. The listen port is the `servicePort` setting, or the `@port` suffix of the service name; a
-//! service with neither is not routed.
+//! - one blocking query on `/v1/catalog/services` says which services exist (and their tags);
+//! - one blocking query on `/v1/health/state/any` says how every check stands;
+//! - at most [`READERS`] plain reads of `/v1/health/service/<name>?passing` at a time fetch the services
+//!   whose data may have changed: a service that appeared or whose tags changed, a service whose checks
+//!   changed, every service on a node whose node checks (`serfHealth`) changed. A registration change that
+//!   none of this explains (the catalog's index moved, its body did not: an instance without checks came
+//!   or went) re-reads every service, [`READERS`] at a time, and so does every `--refresh-interval`.
 //!
-//! A failed read of one service keeps that service's last good instances and marks the source stale.
+//! So Ringway sends at most [`MAX_REQUESTS`] requests to the agent at once: 2 watches + 4 readers. Each is
+//! on a kept-alive connection; one going back to the pool can overlap with the next request opening a new
+//! one, so at most [`MAX_CONNECTIONS`] (twice that) are open at any moment, whatever the catalog size, far
+//! below Consul's 200.
+//!
+//! Only instances whose checks all pass (the node's `serfHealth` included) are routed. An instance is
+//! reached at `Service.Address`, or at `Node.Address` when that is empty. Settings come from the service's
+//! tags written as `key=value` (`ringway.maxconn=50`, `ringway.servicePort=8080`, `HAPROXY_GROUP=external`,
+//! the proxymatic per-port forms) and from its `Meta` (registrator's attributes, keys lowercased); tags win.
+//! The listen port is the `servicePort` setting, or the `@port` suffix of the service name; a service with
+//! neither is not for Ringway.
+//!
+//! A failed read of one service (or of the checks) keeps that service's last good instances, marks the
+//! source degraded, and is retried with backoff; a failed read of the service list marks it stale (its
+//! last good catalog stays in force). With `--consul-token` every request carries `X-Consul-Token`.
+
+mod entries;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::time::Duration;
 
-use reqwest::StatusCode;
-use ringway_shared::BackendState;
-use serde::Deserialize;
-use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::debug;
 
-use crate::model::merge::{Origin, merge};
-use crate::model::{Catalog, Instance};
 use crate::sources::SourceHandle;
-use crate::sources::discovery::{
-    Backoff, DiscoveryOptions, discovered_service, http_client, resolve_hosts, split_port_suffix,
-};
-use crate::sources::labels::{
-    Labels, PortRef, from_tags, group_accepts, log_problems, port_settings,
-};
+use crate::sources::checks::Notes;
+use crate::sources::client::{ClientError, Redirects, TlsFiles, http_client};
+use crate::sources::discovery::{Backoff, DiscoveryOptions};
+use crate::sources::resolve::Resolver;
+use crate::sources::secret::Secret;
+use entries::{CheckRow, Fingerprints, HealthEntry};
+pub use watch::{Agent, ConsulError, PAUSE, WAIT, next_index};
+use watch::{Answer, READ_TIMEOUT, blocking_loop, get};
 
-/// How long one blocking query may hang on the server.
-pub const WAIT: Duration = Duration::from_secs(30);
-/// Least time between two requests of one blocking loop.
-pub const PAUSE: Duration = Duration::from_millis(20);
-/// The header carrying the blocking index.
-const CONSUL_INDEX: &str = "x-consul-index";
-/// Names this source in label logs.
-const SOURCE: &str = "consul";
-/// The only check status that is routed.
-const PASSING: &str = "passing";
+/// Plain reads of single services at once.
+pub const READERS: usize = 4;
+/// The most requests Ringway has in flight to the agent: the catalog watch, the health watch, the readers.
+pub const MAX_REQUESTS: usize = 2 + READERS;
+/// The most connections open to the agent: each request's, and as many again still going back to the
+/// pool when the next request opens one.
+pub const MAX_CONNECTIONS: usize = 2 * MAX_REQUESTS;
 /// Room for reports from the watchers.
 const REPORTS: usize = 64;
+/// Names this source in logs.
+const SOURCE: &str = "consul";
 
-/// Why a Consul read failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConsulError {
-    #[error("{url}: {detail}")]
-    Request { url: String, detail: String },
-    #[error("{url}: HTTP {status}")]
-    Status { url: String, status: StatusCode },
-    #[error("{url}: malformed response: {detail}")]
-    Malformed { url: String, detail: String },
+/// How to reach Consul (`--consul`, `--consul-token`, `--consul-ca`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsulConfig {
+    /// `http(s)://host:port`.
+    pub url: String,
+    pub token: Option<Secret>,
+    pub tls: TlsFiles,
 }
 
-/// The index to send next, given the one sent and the one received.
-pub fn next_index(sent: u64, received: u64) -> u64 {
-    if received < sent { 0 } else { received.max(1) }
-}
-
-/// The client read timeout for a blocking query: Consul adds up to `wait / 16` of jitter.
-fn read_timeout() -> Duration {
-    WAIT + WAIT / 16 + Duration::from_secs(5)
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "PascalCase")]
-struct Node {
-    address: String,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "PascalCase")]
-struct ServiceEntry {
-    #[serde(rename = "ID")]
-    id: String,
-    service: String,
-    tags: Option<Vec<String>>,
-    address: String,
-    meta: Option<BTreeMap<String, String>>,
-    port: u16,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "PascalCase")]
-struct Check {
-    status: String,
-}
-
-/// One element of `/v1/health/service/<name>`.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(default, rename_all = "PascalCase")]
-struct HealthEntry {
-    node: Node,
-    service: ServiceEntry,
-    checks: Vec<Check>,
+impl ConsulConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+            tls: TlsFiles::none(SOURCE),
+        }
+    }
 }
 
 /// What the watchers tell the source.
 enum Report {
-    Services(Result<BTreeSet<String>, ConsulError>),
-    Health(String, Result<Vec<HealthEntry>, ConsulError>),
+    Services(Result<Answer<BTreeMap<String, Vec<String>>>, ConsulError>),
+    Checks(Result<Answer<Vec<CheckRow>>, ConsulError>),
 }
 
 /// What is known about one service.
@@ -117,314 +88,339 @@ struct Known {
     error: Option<ConsulError>,
 }
 
+/// Which services exist, what each last said, and which must be read.
+#[derive(Debug, Default)]
+struct State {
+    /// Service name → tags, from the catalog watch; `None` until it first answered.
+    listed: Option<BTreeMap<String, Vec<String>>>,
+    services_error: Option<ConsulError>,
+    checks_error: Option<ConsulError>,
+    prints: Option<Fingerprints>,
+    known: BTreeMap<String, Known>,
+    /// To read, not started yet.
+    queue: BTreeSet<String>,
+    in_flight: BTreeSet<String>,
+    /// Changed while its read was in flight: read again after.
+    again: BTreeSet<String>,
+    /// Something changed since the last publish.
+    changed: bool,
+}
+
+impl State {
+    fn want(&mut self, name: &str) {
+        if self.in_flight.contains(name) {
+            self.again.insert(name.to_string());
+        } else {
+            self.queue.insert(name.to_string());
+        }
+    }
+
+    fn want_all(&mut self) {
+        let names: Vec<String> = self.known.keys().cloned().collect();
+        for name in names {
+            self.want(&name);
+        }
+    }
+
+    fn on_services(&mut self, answer: Answer<BTreeMap<String, Vec<String>>>) {
+        if self.services_error.take().is_some() {
+            self.changed = true;
+        }
+        let listed = answer.value;
+        match &self.listed {
+            None => self.changed = true,
+            Some(old) => {
+                let gone: Vec<String> = old
+                    .keys()
+                    .filter(|n| !listed.contains_key(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.known.remove(&name);
+                    self.queue.remove(&name);
+                    self.again.remove(&name);
+                    self.changed = true;
+                }
+                // The index moved and the list did not: a registration changed somewhere we cannot see.
+                if answer.refresh || (answer.index_moved && !answer.body_changed) {
+                    self.want_all();
+                }
+            }
+        }
+        for (name, tags) in &listed {
+            let seen = self.listed.as_ref().and_then(|old| old.get(name));
+            if seen != Some(tags) {
+                self.want(name);
+            }
+            self.known.entry(name.clone()).or_default();
+        }
+        self.listed = Some(listed);
+    }
+
+    fn on_checks(&mut self, answer: Answer<Vec<CheckRow>>) {
+        if self.checks_error.take().is_some() {
+            self.changed = true;
+        }
+        let prints = Fingerprints::of(&answer.value);
+        if let Some(old) = &self.prints {
+            let (services, nodes) = old.changes(&prints);
+            let mut touched: BTreeSet<String> = services
+                .into_iter()
+                .filter(|s| self.known.contains_key(s))
+                .collect();
+            for (name, known) in &self.known {
+                let on_node = |e: &HealthEntry| nodes.contains(&e.node.node);
+                if known.entries.iter().flatten().any(on_node) {
+                    touched.insert(name.clone());
+                }
+            }
+            for name in touched {
+                self.want(&name);
+            }
+        }
+        self.prints = Some(prints);
+    }
+
+    fn on_read(&mut self, name: String, result: Result<Vec<HealthEntry>, ConsulError>) {
+        self.in_flight.remove(&name);
+        let again = self.again.remove(&name);
+        let Some(known) = self.known.get_mut(&name) else {
+            return; // gone from the catalog meanwhile
+        };
+        match result {
+            Ok(entries) => {
+                if known.entries.as_ref() != Some(&entries) || known.error.is_some() {
+                    self.changed = true;
+                }
+                known.entries = Some(entries);
+                known.error = None;
+            }
+            Err(e) => {
+                known.error = Some(e);
+                self.changed = true;
+            }
+        }
+        if again {
+            self.queue.insert(name);
+        }
+    }
+
+    fn retry_failed(&mut self) {
+        let failed: Vec<String> = self
+            .known
+            .iter()
+            .filter(|(_, k)| k.error.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in failed {
+            self.want(&name);
+        }
+    }
+
+    fn has_failed_reads(&self) -> bool {
+        self.known.values().any(|k| k.error.is_some())
+    }
+
+    /// Every listed service answered (or failed) and nothing is left to read.
+    fn settled(&self) -> bool {
+        self.listed.is_some()
+            && self.queue.is_empty()
+            && self.in_flight.is_empty()
+            && self
+                .known
+                .values()
+                .all(|k| k.entries.is_some() || k.error.is_some())
+    }
+
+    /// What is wrong right now, for the source's status.
+    fn errors(&self) -> Vec<String> {
+        self.services_error
+            .iter()
+            .chain(&self.checks_error)
+            .chain(self.known.values().filter_map(|k| k.error.as_ref()))
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Every service's last good entries.
+    fn entries(&self) -> impl Iterator<Item = (&String, &Vec<HealthEntry>)> {
+        self.known
+            .iter()
+            .filter_map(|(name, k)| k.entries.as_ref().map(|e| (name, e)))
+    }
+}
+
 /// The Consul source.
 #[derive(Debug)]
 pub struct Consul {
-    url: String,
+    agent: Agent,
     options: DiscoveryOptions,
     handle: SourceHandle,
-    client: reqwest::Client,
+    notes: Notes,
+    resolver: Resolver,
 }
 
 impl Consul {
-    pub fn new(url: String, options: DiscoveryOptions, handle: SourceHandle) -> Self {
-        Self {
-            url: url.trim_end_matches('/').to_string(),
+    pub fn new(
+        config: ConsulConfig,
+        options: DiscoveryOptions,
+        handle: SourceHandle,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            agent: Agent {
+                client: http_client(&config.tls, Redirects::One)?,
+                url: config.url.trim_end_matches('/').to_string(),
+                token: config.token,
+            },
             options,
             handle,
-            client: http_client(),
-        }
+            notes: Notes::new(SOURCE),
+            resolver: Resolver::new(SOURCE),
+        })
     }
 
-    /// Watches the catalog and every service until the publisher is gone.
-    pub async fn run(self) {
+    /// Watches the catalog and the checks, reads what changed, until the publisher is gone.
+    pub async fn run(mut self) {
         let (reports, mut inbox) = mpsc::channel(REPORTS);
-        let catalog_watch = {
-            let (client, url, refresh, reports) = (
-                self.client.clone(),
-                self.url.clone(),
-                self.options.refresh_interval,
+        let refresh = self.options.refresh_interval;
+        let watches = [
+            tokio::spawn(blocking_loop(
+                self.agent.clone(),
+                "/v1/catalog/services",
+                refresh,
+                |body| serde_json::from_slice(body),
+                Report::Services,
                 reports.clone(),
-            );
-            tokio::spawn(async move {
-                blocking_loop(
-                    client,
-                    format!("{url}/v1/catalog/services"),
-                    refresh,
-                    move |body| {
-                        let services: BTreeMap<String, Value> = serde_json::from_slice(body)?;
-                        Ok(Report::Services(Ok(services.into_keys().collect())))
-                    },
-                    |e| Report::Services(Err(e)),
-                    reports,
-                )
-                .await
-            })
-        };
-        let mut services_error: Option<ConsulError> = None;
-        let mut listed = false;
-        let mut known: BTreeMap<String, Known> = BTreeMap::new();
-        let mut watchers: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+            )),
+            tokio::spawn(blocking_loop(
+                self.agent.clone(),
+                "/v1/health/state/any",
+                refresh,
+                |body| serde_json::from_slice(body),
+                Report::Checks,
+                reports,
+            )),
+        ];
+        let mut refreshes = self.handle.refreshes();
+        let mut state = State::default();
+        let mut reads = JoinSet::new();
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = Backoff::default();
         loop {
-            let report = tokio::select! {
-                report = inbox.recv() => report,
-                () = self.handle.closed() => None,
-            };
-            let Some(report) = report else { break };
-            match report {
-                Report::Services(Ok(names)) => {
-                    listed = true;
-                    services_error = None;
-                    watchers.retain(|name, task| {
-                        let keep = names.contains(name);
-                        if !keep {
-                            task.abort();
-                        }
-                        keep
-                    });
-                    known.retain(|name, _| names.contains(name));
-                    for name in names {
-                        watchers
-                            .entry(name.clone())
-                            .or_insert_with(|| self.watch_service(name.clone(), reports.clone()));
-                        known.entry(name).or_default();
-                    }
-                }
-                Report::Services(Err(e)) => services_error = Some(e),
-                Report::Health(name, result) => {
-                    let Some(k) = known.get_mut(&name) else {
-                        continue;
-                    };
-                    match result {
-                        Ok(entries) => {
-                            k.entries = Some(entries);
-                            k.error = None;
-                        }
-                        Err(e) => k.error = Some(e),
-                    }
-                }
-            }
-            // Do not publish a catalog while some service has not answered at all (and not failed) yet.
-            if known
-                .values()
-                .any(|k| k.entries.is_none() && k.error.is_none())
+            while reads.len() < READERS
+                && let Some(name) = state.queue.pop_first()
             {
-                continue;
+                state.in_flight.insert(name.clone());
+                reads.spawn(read_service(self.agent.clone(), name));
             }
-            let errors: Vec<String> = services_error
-                .iter()
-                .chain(known.values().filter_map(|k| k.error.as_ref()))
-                .map(ToString::to_string)
-                .collect();
-            if !listed {
-                if let Some(e) = &services_error {
-                    self.handle.fail(e);
-                }
-                continue;
-            }
-            let catalog = self.catalog(&known).await;
-            let alive = if errors.is_empty() {
-                self.handle.publish(catalog).await
-            } else {
-                self.handle
-                    .publish_degraded(catalog, &errors.join("; "))
-                    .await
-            };
-            if !alive {
-                break;
-            }
-        }
-        catalog_watch.abort();
-        for task in watchers.into_values() {
-            task.abort();
-        }
-    }
-
-    fn watch_service(&self, name: String, reports: mpsc::Sender<Report>) -> JoinHandle<()> {
-        let url = format!("{}/v1/health/service/{name}?passing", self.url);
-        let (client, refresh) = (self.client.clone(), self.options.refresh_interval);
-        let on_error = {
-            let name = name.clone();
-            move |e| Report::Health(name.clone(), Err(e))
-        };
-        tokio::spawn(blocking_loop(
-            client,
-            url,
-            refresh,
-            move |body| {
-                let entries: Vec<HealthEntry> = serde_json::from_slice(body)?;
-                Ok(Report::Health(name.clone(), Ok(entries)))
-            },
-            on_error,
-            reports,
-        ))
-    }
-
-    /// The catalog from every service's last good instances.
-    async fn catalog(&self, known: &BTreeMap<String, Known>) -> Catalog {
-        let entries: Vec<(&String, &HealthEntry)> = known
-            .iter()
-            .flat_map(|(name, k)| k.entries.iter().flatten().map(move |e| (name, e)))
-            .filter(|(_, e)| e.checks.iter().all(|c| c.status == PASSING))
-            .collect();
-        let hosts = resolve_hosts(
-            entries
-                .iter()
-                .map(|(_, e)| address_of(e).to_string())
-                .collect(),
-        )
-        .await;
-        let services = entries.into_iter().filter_map(|(name, entry)| {
-            let labels = labels_of(&entry.service);
-            let (base, name_port) = match split_port_suffix(name) {
-                Some((base, port)) => (base, Some(port)),
-                None => (name.as_str(), None),
-            };
-            let at = PortRef {
-                source: SOURCE,
-                app: &entry.service.id,
-                index: 0,
-            };
-            let outcome = port_settings(&labels, 0);
-            log_problems(at, &outcome.problems);
-            let settings = outcome.settings?;
-            if !group_accepts(&self.options.groups, &settings.groups) {
-                return None;
-            }
-            let Some(port) = settings.service_port.or(name_port) else {
-                debug!(
-                    service = name,
-                    "Consul service without a servicePort tag or @port name: not routed"
-                );
-                return None;
-            };
-            let ip = *hosts.get(address_of(entry))?;
-            let instance = Instance {
-                address: SocketAddr::new(ip, entry.service.port),
-                weight: settings.weight,
-                maxconn: None,
-                state: BackendState::Active,
-            };
-            discovered_service(
-                base.to_string(),
-                port,
-                &settings,
-                vec![instance],
-                &self.options,
-            )
-            .map(|s| {
-                (
-                    Origin {
-                        rank: 0,
-                        name: format!("{name}/{}", entry.service.id),
-                    },
-                    s,
-                )
-            })
-        });
-        merge(services).catalog
-    }
-}
-
-/// `Service.Address`, or the node's when that is empty.
-fn address_of(entry: &HealthEntry) -> &str {
-    if entry.service.address.is_empty() {
-        &entry.node.address
-    } else {
-        &entry.service.address
-    }
-}
-
-/// Meta first, then tags over it.
-fn labels_of(service: &ServiceEntry) -> Labels {
-    let mut labels: Labels = service.meta.clone().unwrap_or_default();
-    labels.extend(from_tags(service.tags.iter().flatten()));
-    labels
-}
-
-/// Follows one blocking endpoint forever, sending a report on every answer whose body changed (and on every
-/// failure). `parse` turns a body into a report; `on_error` wraps a failure.
-async fn blocking_loop(
-    client: reqwest::Client,
-    url: String,
-    refresh: Duration,
-    parse: impl Fn(&[u8]) -> Result<Report, serde_json::Error>,
-    on_error: impl Fn(ConsulError) -> Report,
-    reports: mpsc::Sender<Report>,
-) {
-    let mut index = 0u64;
-    let mut last_body: Option<Vec<u8>> = None;
-    let mut refresh_at = Instant::now() + refresh;
-    let mut backoff = Backoff::default();
-    loop {
-        let started = Instant::now();
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let request_url = format!("{url}{separator}index={index}&wait={}s", WAIT.as_secs());
-        let report = match get(&client, &request_url).await {
-            Ok((body, received)) => {
-                backoff.reset();
-                index = next_index(index, received);
-                let refresh_due = Instant::now() >= refresh_at;
-                if last_body.as_deref() == Some(&body[..]) && !refresh_due {
-                    None
-                } else {
-                    refresh_at = Instant::now() + refresh;
-                    match parse(&body) {
-                        Ok(report) => {
-                            last_body = Some(body);
-                            Some(report)
+            tokio::select! {
+                report = inbox.recv() => match report {
+                    Some(Report::Services(Ok(answer))) => state.on_services(answer),
+                    Some(Report::Services(Err(e))) => {
+                        if state.listed.is_none() {
+                            self.handle.fail(&e);
                         }
-                        Err(e) => {
-                            last_body = None;
-                            Some(on_error(ConsulError::Malformed {
-                                url: url.clone(),
-                                detail: e.to_string(),
-                            }))
-                        }
+                        state.services_error = Some(e);
+                        state.changed = true;
+                    }
+                    Some(Report::Checks(Ok(answer))) => state.on_checks(answer),
+                    Some(Report::Checks(Err(e))) => {
+                        state.checks_error = Some(e);
+                        state.changed = true;
+                    }
+                    None => break,
+                },
+                Some(joined) = reads.join_next(), if !reads.is_empty() => {
+                    if let Ok((name, result)) = joined {
+                        state.on_read(name, result);
                     }
                 }
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    retry_at = None;
+                    state.retry_failed();
+                }
+                Ok(()) = refreshes.changed() => state.want_all(),
+                () = self.handle.closed() => break,
             }
-            Err(e) => {
-                index = 0;
-                last_body = None;
-                tokio::time::sleep(backoff.next_delay()).await;
-                Some(on_error(e))
+            if !state.has_failed_reads() {
+                backoff.reset();
+            } else if retry_at.is_none() {
+                retry_at = Some(Instant::now() + backoff.next_delay());
             }
-        };
-        if let Some(report) = report
-            && reports.send(report).await.is_err()
-        {
-            return;
+            if state.settled() && state.changed {
+                state.changed = false;
+                if !self.publish(&state).await {
+                    break;
+                }
+            }
         }
-        tokio::time::sleep_until(started + PAUSE).await;
+        for watch in watches {
+            watch.abort();
+        }
+        reads.shutdown().await;
+    }
+
+    /// Builds the catalog from what is known and reports it; `false` when the publisher is gone.
+    async fn publish(&mut self, state: &State) -> bool {
+        // Without the list of services nothing here is fresh: the source is stale, its last good catalog
+        // stays as it was.
+        if let Some(e) = &state.services_error {
+            self.handle.fail(e);
+            return true;
+        }
+        let resolution = self
+            .resolver
+            .resolve(entries::hosts(state.entries().map(|(_, e)| e)))
+            .await;
+        let catalog = entries::catalog(
+            state.entries(),
+            &resolution.hosts,
+            &self.options,
+            &mut self.notes,
+        );
+        let mut errors = state.errors();
+        errors.extend(resolution.degraded_reason());
+        if errors.is_empty() {
+            self.handle.publish(catalog).await
+        } else {
+            self.handle
+                .publish_degraded(catalog, &errors.join("; "))
+                .await
+        }
     }
 }
 
-/// One request: the body and the `X-Consul-Index` (0 when absent).
-async fn get(client: &reqwest::Client, url: &str) -> Result<(Vec<u8>, u64), ConsulError> {
-    let failed = |e: reqwest::Error| ConsulError::Request {
-        url: url.to_string(),
-        detail: e.to_string(),
+/// One plain read of a service's passing instances.
+async fn read_service(
+    agent: Agent,
+    name: String,
+) -> (String, Result<Vec<HealthEntry>, ConsulError>) {
+    let url = format!(
+        "{}/v1/health/service/{}?passing",
+        agent.url,
+        path_segment(&name)
+    );
+    let result = match get(&agent, &url, READ_TIMEOUT).await {
+        Ok((body, _)) => serde_json::from_slice(&body).map_err(|e| ConsulError::Malformed {
+            url,
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(e),
     };
-    let response = client
-        .get(url)
-        .timeout(read_timeout())
-        .send()
-        .await
-        .map_err(failed)?;
-    if !response.status().is_success() {
-        return Err(ConsulError::Status {
-            url: url.to_string(),
-            status: response.status(),
-        });
-    }
-    let index = response
-        .headers()
-        .get(CONSUL_INDEX)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Ok((response.bytes().await.map_err(failed)?.to_vec(), index))
+    (name, result)
+}
+
+/// A service name as one path segment: percent-encodes what is not unreserved (`@` stays, for
+/// `name@port`).
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

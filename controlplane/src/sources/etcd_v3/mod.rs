@@ -8,7 +8,7 @@
 //! key:   <prefix>/<service>/<instance-id>        e.g. /ringway/services/web/host1-31000
 //! value: {"address": "10.0.0.5:31000",           required: where the instance is reached (ip or host name)
 //!         "port": 8080,                          listen port; or a `web@8080` service name, or a servicePort label
-//!         "weight": 100,                         optional, 1..=1000
+//!         "weight": 100,                         optional, 1..=1000; 0 drains (no new connections)
 //!         "labels": {"ringway.maxconn": "50"}}   optional: the label reference applies (port index 0)
 //! ```
 //!
@@ -18,45 +18,57 @@
 //!
 //! Reading: a range over the prefix, then a watch from the range's `revision + 1`, so no change between the
 //! two is missed. Watch events are applied to the kept key map and the catalog rebuilt at once (no extra
-//! read per change). A watch that is canceled or compacted, a refresh interval, and every reconnection lead
-//! to a fresh range.
+//! read per change). A watch that is canceled or compacted, a refresh interval, a refresh request (SIGHUP,
+//! `POST /v1/refresh`) and every reconnection lead to a fresh range. Setting a watch up is bounded
+//! ([`WATCH_SETUP_TIMEOUT`]: until etcd confirms it with `created`), so a member that accepts and never
+//! answers cannot hold the source.
+//!
+//! Several members may be given (`--etcd-v3 https://e1:2379,https://e2:2379`): the range goes to the one
+//! that answered last, the others are tried in turn when it fails, and the watch follows the member that
+//! answered the range. TLS and client certificates come from `--etcd-ca`, `--etcd-cert`, `--etcd-key`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ringway_shared::BackendState;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::model::Catalog;
 use crate::model::merge::{Origin, merge};
-use crate::model::{Catalog, Instance};
 use crate::sources::SourceHandle;
+use crate::sources::checks::{EntryError, Notes, host_port};
+use crate::sources::client::{ClientError, Redirects, TlsFiles, error_chain, http_client};
 use crate::sources::discovery::{
-    Backoff, DiscoveryOptions, discovered_service, http_client, resolve_hosts, split_port_suffix,
+    Backoff, Candidate, DiscoveryOptions, discovered_service, split_port_suffix,
 };
-use crate::sources::labels::{Labels, PortRef, group_accepts, log_problems, port_settings};
+use crate::sources::endpoints::Endpoints;
+use crate::sources::labels::{Labels, group_accepts, port_settings};
+use crate::sources::resolve::Resolver;
 
 /// Default `--etcd-prefix`.
 pub const DEFAULT_PREFIX: &str = "/ringway/services";
 /// How long a range may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Names this source in label logs.
+/// Longest wait for a watch to be confirmed (`created`): connect, TLS, response head, first line.
+pub const WATCH_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Names this source in logs.
 const SOURCE: &str = "etcd-v3";
 
 /// Why the prefix could not be read or watched.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdV3Error {
-    #[error("{url}: {source}")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url}: {detail}")]
+    Request { url: String, detail: String },
+    #[error("every etcd endpoint failed: {0}")]
+    AllEndpointsFailed(String),
+    #[error("{url}: watch not confirmed within {WATCH_SETUP_TIMEOUT:?}")]
+    WatchSetup { url: String },
     #[error("{url}: HTTP {status}")]
     Status {
         url: String,
@@ -117,14 +129,28 @@ struct WatchResult {
     events: Vec<Event>,
 }
 
+/// How to reach etcd v3 (`--etcd-v3`, `--etcd-prefix`, `--etcd-ca`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdV3Config {
+    /// Members' base URLs, `http(s)://host:port`.
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub tls: TlsFiles,
+}
+
 /// The source.
 #[derive(Debug)]
 pub struct EtcdV3 {
-    url: String,
+    endpoints: Mutex<Endpoints>,
     prefix: String,
+    /// How long a watch may take to be confirmed.
+    setup_timeout: Duration,
     options: DiscoveryOptions,
     handle: SourceHandle,
     client: reqwest::Client,
+    /// Locked only while a catalog is built (no await inside).
+    notes: Mutex<Notes>,
+    resolver: Resolver,
 }
 
 /// What one watch connection ended with.
@@ -136,18 +162,26 @@ enum WatchEnd {
 
 impl EtcdV3 {
     pub fn new(
-        url: String,
-        prefix: String,
+        config: EtcdV3Config,
         options: DiscoveryOptions,
         handle: SourceHandle,
-    ) -> Self {
-        Self {
-            url: url.trim_end_matches('/').to_string(),
-            prefix: format!("{}/", prefix.trim_end_matches('/')),
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            endpoints: Mutex::new(Endpoints::new("etcd", config.endpoints)),
+            prefix: format!("{}/", config.prefix.trim_end_matches('/')),
+            setup_timeout: WATCH_SETUP_TIMEOUT,
             options,
             handle,
-            client: http_client(),
-        }
+            client: http_client(&config.tls, Redirects::One)?,
+            notes: Mutex::new(Notes::new(SOURCE)),
+            resolver: Resolver::new(SOURCE),
+        })
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, Endpoints> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn key_range(&self) -> Value {
@@ -161,14 +195,19 @@ impl EtcdV3 {
     /// Ranges and watches until the publisher is gone.
     pub async fn run(self) {
         let mut backoff = Backoff::default();
+        let mut refreshes = self.handle.refreshes();
         loop {
             let result = async {
                 let (mut kvs, revision) = self.range().await?;
                 backoff.reset();
-                if !self.handle.publish(self.catalog(&kvs).await).await {
+                let (catalog, degraded) = self.catalog(&kvs).await;
+                if !self.handle.publish_read(catalog, degraded).await {
                     return Ok(WatchEnd::Closed);
                 }
-                self.watch(&mut kvs, revision).await
+                tokio::select! {
+                    end = self.watch(&mut kvs, revision) => end,
+                    Ok(()) = refreshes.changed() => Ok(WatchEnd::Resync),
+                }
             }
             .await;
             match result {
@@ -185,36 +224,62 @@ impl EtcdV3 {
         }
     }
 
-    fn request(&self, path: &str) -> impl FnOnce(reqwest::Error) -> EtcdV3Error {
-        let url = format!("{}{path}", self.url);
-        move |source| EtcdV3Error::Request { url, source }
+    fn request(url: &str) -> impl FnOnce(reqwest::Error) -> EtcdV3Error + '_ {
+        move |e| EtcdV3Error::Request {
+            url: url.to_string(),
+            detail: error_chain(&e),
+        }
     }
 
     fn malformed(&self, detail: impl ToString) -> EtcdV3Error {
         EtcdV3Error::Malformed {
-            url: self.url.clone(),
+            url: self.endpoints().preferred().to_string(),
             detail: detail.to_string(),
         }
     }
 
+    /// A range over the prefix from the first member that answers.
     async fn range(&self) -> Result<(BTreeMap<String, String>, u64), EtcdV3Error> {
-        const PATH: &str = "/v3/kv/range";
+        let order = self.endpoints().attempts();
+        let mut errors = Vec::new();
+        for (i, base) in order {
+            match self.range_from(&base).await {
+                Ok(range) => {
+                    self.endpoints().answered(i);
+                    return self.decode_range(&range);
+                }
+                Err(e @ EtcdV3Error::Request { .. }) => errors.push(e.to_string()),
+                Err(e @ EtcdV3Error::Status { status, .. }) if status.is_server_error() => {
+                    errors.push(e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EtcdV3Error::AllEndpointsFailed(errors.join("; ")))
+    }
+
+    async fn range_from(&self, base: &str) -> Result<Vec<u8>, EtcdV3Error> {
+        let url = format!("{base}/v3/kv/range");
         let response = self
             .client
-            .post(format!("{}{PATH}", self.url))
+            .post(&url)
             .json(&self.key_range())
             .timeout(REQUEST_TIMEOUT)
             .send()
             .await
-            .map_err(self.request(PATH))?;
+            .map_err(Self::request(&url))?;
         if !response.status().is_success() {
             return Err(EtcdV3Error::Status {
-                url: format!("{}{PATH}", self.url),
+                url,
                 status: response.status(),
             });
         }
-        let body = response.bytes().await.map_err(self.request(PATH))?;
-        let range: RangeResponse = serde_json::from_slice(&body).map_err(|e| self.malformed(e))?;
+        let body = response.bytes().await.map_err(Self::request(&url))?;
+        Ok(body.to_vec())
+    }
+
+    fn decode_range(&self, body: &[u8]) -> Result<(BTreeMap<String, String>, u64), EtcdV3Error> {
+        let range: RangeResponse = serde_json::from_slice(body).map_err(|e| self.malformed(e))?;
         let revision = range
             .header
             .revision
@@ -228,42 +293,46 @@ impl EtcdV3 {
         Ok((kvs, revision))
     }
 
-    /// Follows changes from `revision + 1`, publishing after every batch of events.
+    /// Follows changes from `revision + 1` on the member that answered the range, publishing after every
+    /// batch of events.
     async fn watch(
         &self,
         kvs: &mut BTreeMap<String, String>,
         revision: u64,
     ) -> Result<WatchEnd, EtcdV3Error> {
-        const PATH: &str = "/v3/watch";
+        let url = format!("{}/v3/watch", self.endpoints().preferred());
         let mut request = self.key_range();
         request["start_revision"] = json!((revision + 1).to_string());
-        let mut response = self
-            .client
-            .post(format!("{}{PATH}", self.url))
-            .json(&json!({ "create_request": request }))
-            .send()
-            .await
-            .map_err(self.request(PATH))?;
-        if !response.status().is_success() {
-            return Err(EtcdV3Error::Status {
-                url: format!("{}{PATH}", self.url),
-                status: response.status(),
-            });
-        }
-        let refresh_at = Instant::now() + self.options.refresh_interval;
-        let mut pending: Vec<u8> = Vec::new();
-        loop {
-            let chunk = tokio::select! {
-                chunk = response.chunk() => chunk.map_err(self.request(PATH))?,
-                () = tokio::time::sleep_until(refresh_at) => return Ok(WatchEnd::Resync),
-                () = self.handle.closed() => return Ok(WatchEnd::Closed),
-            };
-            let Some(chunk) = chunk else {
-                return Err(EtcdV3Error::WatchEnded {
-                    url: format!("{}{PATH}", self.url),
+        let setup = async {
+            let mut response = self
+                .client
+                .post(&url)
+                .json(&json!({ "create_request": request }))
+                .send()
+                .await
+                .map_err(Self::request(&url))?;
+            if !response.status().is_success() {
+                return Err(EtcdV3Error::Status {
+                    url: url.clone(),
+                    status: response.status(),
                 });
-            };
-            pending.extend_from_slice(&chunk);
+            }
+            // etcd confirms a watch with a first line (`created`); until then it is not set up.
+            let mut pending: Vec<u8> = Vec::new();
+            while !pending.contains(&b'\n') {
+                match response.chunk().await.map_err(Self::request(&url))? {
+                    Some(chunk) => pending.extend_from_slice(&chunk),
+                    None => return Err(EtcdV3Error::WatchEnded { url: url.clone() }),
+                }
+            }
+            Ok((response, pending))
+        };
+        let (mut response, mut pending) =
+            tokio::time::timeout(self.setup_timeout, setup)
+                .await
+                .map_err(|_| EtcdV3Error::WatchSetup { url: url.clone() })??;
+        let refresh_at = Instant::now() + self.options.refresh_interval;
+        loop {
             let mut changed = false;
             while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=end).collect();
@@ -276,9 +345,21 @@ impl EtcdV3 {
                     None => changed = true,
                 }
             }
-            if changed && !self.handle.publish(self.catalog(kvs).await).await {
-                return Ok(WatchEnd::Closed);
+            if changed {
+                let (catalog, degraded) = self.catalog(kvs).await;
+                if !self.handle.publish_read(catalog, degraded).await {
+                    return Ok(WatchEnd::Closed);
+                }
             }
+            let chunk = tokio::select! {
+                chunk = response.chunk() => chunk.map_err(Self::request(&url))?,
+                () = tokio::time::sleep_until(refresh_at) => return Ok(WatchEnd::Resync),
+                () = self.handle.closed() => return Ok(WatchEnd::Closed),
+            };
+            let Some(chunk) = chunk else {
+                return Err(EtcdV3Error::WatchEnded { url });
+            };
+            pending.extend_from_slice(&chunk);
         }
     }
 
@@ -291,7 +372,7 @@ impl EtcdV3 {
         let message: Value = serde_json::from_slice(line).map_err(|e| self.malformed(e))?;
         if let Some(error) = message.get("error") {
             return Err(EtcdV3Error::Watch {
-                url: self.url.clone(),
+                url: self.endpoints().preferred().to_string(),
                 detail: error.to_string(),
             });
         }
@@ -321,61 +402,90 @@ impl EtcdV3 {
         Ok(None)
     }
 
-    /// The catalog of the current key map: every key is parsed, bad ones logged and skipped.
-    async fn catalog(&self, kvs: &BTreeMap<String, String>) -> Catalog {
-        let entries: Vec<Entry> = kvs
+    /// The catalog of the current key map (every key is parsed, bad ones noted and skipped), and why part
+    /// of it is last-known data, if it is.
+    async fn catalog(&self, kvs: &BTreeMap<String, String>) -> (Catalog, Option<String>) {
+        let parsed: Vec<(String, Result<Entry, BadField>)> = kvs
             .iter()
             .filter_map(|(key, value)| {
-                parse_entry(key.strip_prefix(&self.prefix)?, value)
-                    .inspect_err(|why| warn!(key, "etcd v3 entry skipped: {why}"))
-                    .ok()
+                let relative = key.strip_prefix(&self.prefix)?;
+                Some((relative.to_string(), parse_entry(relative, value)))
             })
             .collect();
-        let hosts = resolve_hosts(
-            entries
-                .iter()
-                .map(|e| e.host.clone())
-                .collect::<BTreeSet<_>>(),
-        )
-        .await;
-        let services = entries.into_iter().filter_map(|e| {
-            let at = PortRef {
-                source: SOURCE,
-                app: &e.id,
-                index: 0,
+        let resolution = self
+            .resolver
+            .resolve(
+                parsed
+                    .iter()
+                    .filter_map(|(_, e)| e.as_ref().ok().map(|e| e.host.clone()))
+                    .collect::<BTreeSet<_>>(),
+            )
+            .await;
+        let hosts = &resolution.hosts;
+        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut services = Vec::new();
+        for (key, entry) in parsed {
+            let e = match entry {
+                Ok(e) => e,
+                Err((field, error)) => {
+                    let service = key.split('/').next().unwrap_or_default();
+                    notes.bad_entry(service, &key, field, error);
+                    continue;
+                }
             };
             let outcome = port_settings(&e.labels, 0);
-            log_problems(at, &outcome.problems);
-            let settings = outcome.settings?;
-            if !group_accepts(&self.options.groups, &settings.groups) {
-                return None;
-            }
-            let port = settings.service_port.or(e.listen_port)?;
-            let ip = *hosts.get(&e.host)?;
-            let instance = Instance {
-                address: SocketAddr::new(ip, e.port),
-                weight: e.weight.unwrap_or(settings.weight),
-                maxconn: None,
-                state: BackendState::Active,
+            notes.bad_labels(&e.id, 0, &outcome.problems);
+            let Some(settings) = outcome.settings else {
+                continue;
             };
-            discovered_service(
+            if !group_accepts(&self.options.groups, &settings.groups) {
+                continue;
+            }
+            let Some(port) = settings.service_port.or(e.listen_port) else {
+                let error = EntryError {
+                    value: String::new(),
+                    reason: "no listen port: set port, name the service <name>@<port>, or give a \
+                             servicePort label"
+                        .into(),
+                };
+                notes.bad_entry(&e.service, &e.id, "port", error);
+                continue;
+            };
+            let Some(ip) = hosts.get(&e.host) else {
+                continue;
+            };
+            let (weight, drain) = match e.weight {
+                Some(0) => (settings.weight, true),
+                Some(w) => (w, settings.drain),
+                None => (settings.weight, settings.drain),
+            };
+            let candidate = Candidate {
+                entry: e.id.clone(),
+                field: "address",
+                address: SocketAddr::new(*ip, e.port),
+                weight,
+                drain,
+            };
+            let service = discovered_service(
                 e.service.clone(),
                 port,
                 &settings,
-                vec![instance],
+                vec![candidate],
                 &self.options,
-            )
-            .map(|s| {
-                (
-                    Origin {
-                        rank: 0,
-                        name: e.id.clone(),
-                    },
-                    s,
-                )
-            })
-        });
-        merge(services).catalog
+                &mut notes,
+            );
+            if let Some(service) = service {
+                let origin = Origin {
+                    rank: 0,
+                    name: e.id.clone(),
+                };
+                services.push((origin, service));
+            }
+        }
+        let merged = merge(services);
+        notes.merges(&merged.notes);
+        notes.finish();
+        (merged.catalog, resolution.degraded_reason())
     }
 }
 
@@ -401,51 +511,50 @@ struct Entry {
     labels: Labels,
 }
 
-fn parse_entry(relative_key: &str, value: &str) -> Result<Entry, String> {
+/// The field of an entry that is wrong, and why.
+type BadField = (&'static str, EntryError);
+
+/// One instance from a key (relative to the prefix) and its value; a bad one says which field is wrong.
+fn parse_entry(relative_key: &str, value: &str) -> Result<Entry, BadField> {
+    let bad = |field: &'static str, value: &str, reason: &str| {
+        (
+            field,
+            EntryError {
+                value: value.to_string(),
+                reason: reason.to_string(),
+            },
+        )
+    };
     let (service, _instance) = relative_key
         .split_once('/')
         .filter(|(s, i)| !s.is_empty() && !i.is_empty())
-        .ok_or("key is not <prefix>/<service>/<instance>")?;
+        .ok_or_else(|| bad("key", relative_key, "not <prefix>/<service>/<instance>"))?;
     let (name, name_port) = match split_port_suffix(service) {
         Some((name, port)) => (name, Some(port)),
         None => (service, None),
     };
     let parsed: Value3 = if value.trim_start().starts_with('{') {
-        serde_json::from_str(value).map_err(|e| format!("value is not the documented JSON: {e}"))?
+        serde_json::from_str(value)
+            .map_err(|e| bad("value", "", &format!("not the documented JSON: {e}")))?
     } else {
         Value3 {
             address: value.trim().to_string(),
             ..Value3::default()
         }
     };
-    let (host, port) = match parsed.address.parse::<SocketAddr>() {
-        Ok(a) => (a.ip().to_string(), a.port()),
-        Err(_) => {
-            let (h, p) = parsed
-                .address
-                .rsplit_once(':')
-                .ok_or("address is not host:port")?;
-            (
-                h.to_string(),
-                p.parse::<u16>().map_err(|_| "address port is not a port")?,
-            )
-        }
-    };
-    if host.is_empty() || port == 0 {
-        return Err(format!("address {:?} is not host:port", parsed.address));
-    }
+    let (host, port) = host_port(&parsed.address).map_err(|e| ("address", e))?;
     let weight = match &parsed.weight {
         None => None,
         Some(w) => Some(
             w.as_u64()
                 .and_then(|w| u16::try_from(w).ok())
-                .filter(|w| {
-                    (ringway_shared::model::WEIGHT_MIN..=ringway_shared::model::WEIGHT_MAX)
-                        .contains(w)
-                })
-                .ok_or_else(|| format!("weight {w} is not in 1..=1000"))?,
+                .filter(|w| *w <= ringway_shared::model::WEIGHT_MAX)
+                .ok_or_else(|| bad("weight", &w.to_string(), "not in 1..=1000 (0 drains)"))?,
         ),
     };
+    if parsed.port == Some(0) {
+        return Err(bad("port", "0", "0 is not a port"));
+    }
     let labels = parsed
         .labels
         .iter()
@@ -458,7 +567,7 @@ fn parse_entry(relative_key: &str, value: &str) -> Result<Entry, String> {
     Ok(Entry {
         id: relative_key.to_string(),
         service: name.to_string(),
-        listen_port: parsed.port.or(name_port).filter(|p| *p != 0),
+        listen_port: parsed.port.or(name_port),
         host,
         port,
         weight,

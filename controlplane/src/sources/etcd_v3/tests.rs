@@ -2,19 +2,48 @@ use super::*;
 use crate::model::SourceId;
 use crate::pipeline::intake::catalog_channel;
 use crate::sources::SourceRegistry;
+use ringway_shared::BackendState;
 
 const RANGE: &str = include_str!("../../../../tests/fixtures/etcd/v3_range.json");
 const WATCH: &str = include_str!("../../../../tests/fixtures/etcd/v3_watch.jsonl");
 
 fn source(prefix: &str) -> EtcdV3 {
+    source_at("http://127.0.0.1:2379/", prefix)
+}
+
+fn source_at(url: &str, prefix: &str) -> EtcdV3 {
     let (sink, _updates) = catalog_channel();
     let handle = SourceRegistry::new().handle(SourceId::new("etcd-v3"), sink);
-    EtcdV3::new(
-        "http://127.0.0.1:2379/".into(),
-        prefix.into(),
-        DiscoveryOptions::default(),
-        handle,
-    )
+    let config = EtcdV3Config {
+        endpoints: vec![url.into()],
+        prefix: prefix.into(),
+        tls: TlsFiles::none("etcd"),
+    };
+    EtcdV3::new(config, DiscoveryOptions::default(), handle).unwrap()
+}
+
+#[tokio::test]
+async fn a_watch_on_a_member_that_never_answers_gives_up_after_the_set_up_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    let mut s = source_at(&url, "/p");
+    s.setup_timeout = Duration::from_millis(300);
+    let mut kvs = BTreeMap::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), s.watch(&mut kvs, 1))
+        .await
+        .expect("the set-up is bounded");
+    assert!(
+        matches!(ended, Err(EtcdV3Error::WatchSetup { .. })),
+        "{:?}",
+        ended.err()
+    );
+    held.abort();
 }
 
 #[test]
@@ -85,15 +114,28 @@ fn entries_in_the_documented_format() {
         ("db", Some(6379), "192.168.1.102")
     );
 
-    for (key, value) in [
-        ("web", r#"{"address":"10.0.0.5:1"}"#),
-        ("web/a", r#"{"address":"10.0.0.5"}"#),
-        ("web/a", r#"{"address":"10.0.0.5:1","weight":0}"#),
-        ("web/a", r#"{"address":"10.0.0.5:1","colour":"red"}"#),
-        ("web/a", r#"{"address":"#),
+    for (key, value, field) in [
+        ("web", r#"{"address":"10.0.0.5:1"}"#, "key"),
+        ("web/a", r#"{"address":"10.0.0.5"}"#, "address"),
+        ("web/a", r#"{"address":"10.0.0.5:0"}"#, "address"),
+        (
+            "web/a",
+            r#"{"address":"10.0.0.5:1","weight":1001}"#,
+            "weight",
+        ),
+        ("web/a", r#"{"address":"10.0.0.5:1","port":0}"#, "port"),
+        (
+            "web/a",
+            r#"{"address":"10.0.0.5:1","colour":"red"}"#,
+            "value",
+        ),
+        ("web/a", r#"{"address":"#, "value"),
     ] {
-        assert!(parse_entry(key, value).is_err(), "{key} = {value}");
+        let error = parse_entry(key, value).unwrap_err();
+        assert_eq!(error.0, field, "{key} = {value}: {error:?}");
     }
+    let drained = parse_entry("web/a", r#"{"address":"10.0.0.5:1","port":80,"weight":0}"#);
+    assert_eq!(drained.unwrap().weight, Some(0), "weight 0 drains");
 }
 
 #[tokio::test]
@@ -114,21 +156,48 @@ async fn the_catalog_applies_labels_and_skips_bad_entries() {
         ),
         ("/p/noport/a", r#"{"address":"127.0.0.1:31003"}"#),
         ("/p/junk/a", "not json {"),
+        ("/p/web/zero", r#"{"address":"127.0.0.1:0","port":8080}"#),
+        (
+            "/p/web/drained",
+            r#"{"address":"127.0.0.1:31004","port":8080,"weight":0}"#,
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let catalog = s.catalog(&kvs).await;
+    let (catalog, degraded) = s.catalog(&kvs).await;
+    assert_eq!(degraded, None);
     assert_eq!(catalog.services.len(), 1, "{catalog:?}");
     let web = &catalog.services[0];
     assert_eq!(
         (web.name.as_str(), web.listen.port(), web.maxconn),
         ("web", 8080, Some(50))
     );
-    let instances: Vec<(u16, u16, Option<u32>)> = web
+    let instances: Vec<(u16, u16, Option<u32>, BackendState)> = web
         .instances
         .iter()
-        .map(|i| (i.address.port(), i.weight, i.maxconn))
+        .map(|i| (i.address.port(), i.weight, i.maxconn, i.state))
         .collect();
-    assert_eq!(instances, vec![(31000, 500, None), (31001, 7, None)]);
+    assert_eq!(
+        instances,
+        vec![
+            (31000, 500, None, BackendState::Active),
+            (31001, 7, None, BackendState::Active),
+            (31004, 500, None, BackendState::Draining),
+        ]
+    );
+    let notes = s.notes.lock().unwrap();
+    let noted: Vec<String> = notes.reported().map(ToString::to_string).collect();
+    assert_eq!(noted.len(), 4, "{noted:#?}");
+    for expected in [
+        "app bad/a port 0: label ringway.maxconn=\"-3\"",
+        "service junk entry junk/a: address=\"not json {\": not host:port",
+        "service noport entry noport/a: port=\"\": no listen port",
+        "service web entry web/zero: address=\"127.0.0.1:0\": 0 is not a port",
+    ] {
+        assert!(
+            noted.iter().any(|n| n.starts_with(expected)),
+            "{expected} not in {noted:#?}"
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! The services file as a source: read it at start, and again whenever it changes or on SIGHUP.
+//! The services file as a source: read it at start, and again whenever it changes, and whenever every source
+//! is asked to re-read (SIGHUP, `POST /v1/refresh`).
 //!
 //! Change detection watches the file's *directory* (inotify through `notify`) and filters on the file name:
 //! editors that write a temporary file and rename it over the original, and `mv new services.toml`, replace
@@ -139,7 +140,8 @@ impl FileWatch {
         &self.handle
     }
 
-    /// Notify this to re-read the file now (SIGHUP does).
+    /// Notify this to re-read the file now (a refresh of every source, SIGHUP or `POST /v1/refresh`, does
+    /// too).
     pub fn reload_handle(&self) -> Arc<Notify> {
         Arc::clone(&self.reload)
     }
@@ -162,6 +164,7 @@ impl FileWatch {
         refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let reload = Arc::clone(&self.reload);
         let handle = self.handle.clone();
+        let mut refreshes = handle.refreshes();
         loop {
             tokio::select! {
                 Some(change) = self.events.recv() => {
@@ -174,6 +177,7 @@ impl FileWatch {
                     }
                 }
                 () = reload.notified() => self.reread("reload requested").await,
+                Ok(()) = refreshes.changed() => self.reread("refresh requested").await,
                 _ = poll.tick() => {
                     if Stamp::of(&self.path) != self.last_read {
                         self.reread("file changed (poll)").await;

@@ -7,7 +7,14 @@
 //! ones on `ipAddresses[0]` with the discovery ports or container ports.
 //!
 //! A task is routed only when it is running and, if the app defines health checks, every one of its health
-//! results is alive (proxymatic's rule: a task with checks defined but no results yet is not routed).
+//! results is alive (proxymatic's rule). Health results live only in the Marathon leader's memory, so after
+//! a leader failover every task comes back with its checks defined and no results yet; reading that as
+//! "not healthy" would empty every health-checked service at once (marathon-lb keeps a cache for exactly
+//! this). So, for a task with checks defined:
+//! - results present: routed when every one is alive, not routed when one is not;
+//! - no results at all: routed if it was routed by the previous read ([`Routed`]), else not yet (a new
+//!   task waits for its first passing result);
+//! - a task that is gone, or no longer running, leaves at once.
 //!
 //! One app that does not deserialize is logged and skipped; a body that is not JSON at all fails the whole
 //! read, so the last good catalog stays.
@@ -15,20 +22,38 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use ringway_shared::BackendState;
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::warn;
 
+use crate::model::Catalog;
 use crate::model::merge::{Origin, merge};
-use crate::model::{Catalog, Instance};
-use crate::sources::discovery::{DiscoveryOptions, discovered_service, marathon_service_name};
-use crate::sources::labels::{Labels, PortRef, group_accepts, log_problems, port_settings};
+use crate::sources::checks::{EntryError, Notes, port};
+use crate::sources::discovery::{
+    Candidate, DiscoveryOptions, discovered_service, marathon_service_name,
+};
+use crate::sources::labels::{Labels, group_accepts, port_settings};
 
 /// The only task state that is routed.
 const TASK_RUNNING: &str = "TASK_RUNNING";
-/// Names this source in label logs.
-const SOURCE: &str = "marathon";
+
+/// The tasks the last read routed, by task id: what keeps a task routed while its health results are
+/// missing (module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routed(BTreeSet<String>);
+
+impl Routed {
+    pub fn contains(&self, task_id: &str) -> bool {
+        self.0.contains(task_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Why a response gave no catalog.
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +167,8 @@ enum NetMode {
     Container,
 }
 
-/// Parses the body into apps; apps that do not deserialize are logged and left out.
-pub fn parse_apps(body: &[u8]) -> Result<Vec<App>, AppsError> {
+/// Parses the body into apps; apps that do not deserialize are noted and left out.
+pub fn parse_apps(body: &[u8], notes: &mut Notes) -> Result<Vec<App>, AppsError> {
     let response: AppsResponse = serde_json::from_slice(body)?;
     Ok(response
         .apps
@@ -155,7 +180,13 @@ pub fn parse_apps(body: &[u8]) -> Result<Vec<App>, AppsError> {
                 .unwrap_or("?")
                 .to_string();
             serde_json::from_value::<App>(value)
-                .inspect_err(|e| warn!(app = id, "Marathon app skipped, it does not parse: {e}"))
+                .inspect_err(|e| {
+                    let error = EntryError {
+                        value: String::new(),
+                        reason: format!("the app does not parse: {e}"),
+                    };
+                    notes.bad_entry(&marathon_service_name(&id), &id, "app", error);
+                })
                 .ok()
         })
         .collect())
@@ -172,92 +203,100 @@ pub fn hosts_to_resolve(apps: &[App]) -> BTreeSet<String> {
 }
 
 /// Builds the catalog: one service per (app, service port), merged by listen address across apps.
+/// `routed` is what the previous read routed, and becomes what this one does; `notes` gets this read's
+/// problems and merges, and logs what is new.
 pub fn catalog(
     apps: &[App],
     options: &DiscoveryOptions,
     hosts: &BTreeMap<String, IpAddr>,
+    routed: &mut Routed,
+    notes: &mut Notes,
 ) -> Catalog {
-    let services = apps.iter().flat_map(|app| {
-        app_services(app, options, hosts).into_iter().map(|s| {
-            (
-                Origin {
-                    rank: 0,
-                    name: app.id.clone(),
-                },
-                s,
-            )
-        })
-    });
-    merge(services).catalog
+    let mut now_routed = Routed::default();
+    let mut services = Vec::new();
+    for app in apps {
+        let tasks: Vec<&Task> = app
+            .tasks
+            .iter()
+            .flatten()
+            .filter(|t| app.routable(t, routed))
+            .collect();
+        now_routed.0.extend(tasks.iter().map(|t| t.id.clone()));
+        let origin = Origin {
+            rank: 0,
+            name: app.id.clone(),
+        };
+        services.extend(
+            app_services(app, &tasks, options, hosts, notes)
+                .into_iter()
+                .map(|s| (origin.clone(), s)),
+        );
+    }
+    *routed = now_routed;
+    let merged = merge(services);
+    notes.merges(&merged.notes);
+    notes.finish();
+    merged.catalog
 }
 
 fn app_services(
     app: &App,
+    routed: &[&Task],
     options: &DiscoveryOptions,
     hosts: &BTreeMap<String, IpAddr>,
+    notes: &mut Notes,
 ) -> Vec<crate::model::Service> {
     let labels = app.labels();
+    let name = marathon_service_name(&app.id);
     let mut service_ports = app.service_ports();
     // IP-per-task apps may have ports but no service ports: labels can still give them one.
     service_ports.resize(service_ports.len().max(app.discovery_ports().len()), None);
-    let routed: Vec<&Task> = app
-        .tasks
-        .iter()
-        .flatten()
-        .filter(|t| app.routable(t))
-        .collect();
     let mut used_ports = BTreeSet::new();
     let mut services = Vec::new();
     for (index, default_port) in service_ports.iter().enumerate() {
-        let at = PortRef {
-            source: SOURCE,
-            app: &app.id,
-            index,
-        };
         let outcome = port_settings(&labels, index);
-        log_problems(at, &outcome.problems);
+        notes.bad_labels(&app.id, index, &outcome.problems);
         let Some(settings) = outcome.settings else {
             continue;
         };
         if !group_accepts(&options.groups, &settings.groups) {
             continue;
         }
-        let port = settings
+        let listen = settings
             .service_port
             .map(u32::from)
             .or(*default_port)
             .unwrap_or(0);
-        let Ok(port) = u16::try_from(port) else {
-            continue;
+        let listen = match port(u64::from(listen)) {
+            Ok(listen) => listen,
+            Err(error) => {
+                // Marathon assigns service ports; 0 means it has not (yet).
+                notes.bad_entry(&name, &app.id, &format!("service port {index}"), error);
+                continue;
+            }
         };
-        if port == 0 {
-            warn!(
-                app = app.id,
-                port_index = index,
-                "service port 0 (not assigned): port skipped"
-            );
-            continue;
-        }
-        if !used_ports.insert(port) {
+        if !used_ports.insert(listen) {
             continue; // tcp and udp on one number: one listener, as proxymatic
         }
-        let instances = routed
+        let candidates = routed
             .iter()
-            .filter_map(|task| app.task_address(task, index, hosts))
-            .map(|address| Instance {
-                address,
-                weight: settings.weight,
-                maxconn: None,
-                state: BackendState::Active,
+            .filter_map(|task| match app.task_address(task, index, hosts) {
+                Ok(address) => address.map(|address| Candidate {
+                    entry: task.id.clone(),
+                    field: "tasks[].ports",
+                    address,
+                    weight: settings.weight,
+                    drain: settings.drain,
+                }),
+                Err(error) => {
+                    notes.bad_entry(&name, &task.id, "tasks[].ipAddresses", error);
+                    None
+                }
             })
             .collect();
-        if let Some(service) = discovered_service(
-            marathon_service_name(&app.id),
-            port,
-            &settings,
-            instances,
-            options,
-        ) {
+        if let Some(service) =
+            discovered_service(name.clone(), listen, &settings, candidates, options, notes)
+        {
             services.push(service);
         }
     }
@@ -348,8 +387,8 @@ impl App {
             .unwrap_or_default()
     }
 
-    /// Running, and healthy when health checks are defined.
-    fn routable(&self, task: &Task) -> bool {
+    /// Running, and healthy when health checks are defined (with the failover rule of the module docs).
+    fn routable(&self, task: &Task, routed: &Routed) -> bool {
         let running = match task.state.as_deref() {
             Some(state) => state == TASK_RUNNING,
             // Embedded tasks of older Marathons carry no state; a started task is running.
@@ -362,29 +401,53 @@ impl App {
         if !checks_defined {
             return true;
         }
-        let results = task.health_check_results.as_deref().unwrap_or_default();
-        !results.is_empty() && results.iter().all(|r| r.alive == Some(true))
+        match task.health_check_results.as_deref().unwrap_or_default() {
+            // A new leader has no results yet: what was routed stays, what was not waits.
+            [] => routed.contains(&task.id),
+            results => results.iter().all(|r| r.alive == Some(true)),
+        }
     }
 
-    /// Where port `index` of `task` is reached.
+    /// Where port `index` of `task` is reached: `None` when the task says nothing about it (no host, no
+    /// port for that index, a host name that does not resolve); an error for what it says wrong. The port
+    /// itself is checked with every other source's instances ([`discovered_service`]).
     fn task_address(
         &self,
         task: &Task,
         index: usize,
         hosts: &BTreeMap<String, IpAddr>,
-    ) -> Option<SocketAddr> {
-        let mode = self.net_mode();
-        let ip = match mode {
-            NetMode::Container => task
-                .ip_addresses
-                .as_ref()?
-                .first()?
-                .ip_address
-                .as_deref()?
-                .parse()
-                .ok()?,
-            _ => *hosts.get(task.host.as_deref()?)?,
+    ) -> Result<Option<SocketAddr>, EntryError> {
+        match self.task_ip(task, hosts)? {
+            Some(ip) => Ok(self.task_port(task, index).map(|p| SocketAddr::new(ip, p))),
+            None => Ok(None),
+        }
+    }
+
+    fn task_ip(
+        &self,
+        task: &Task,
+        hosts: &BTreeMap<String, IpAddr>,
+    ) -> Result<Option<IpAddr>, EntryError> {
+        if self.net_mode() != NetMode::Container {
+            return Ok(task.host.as_deref().and_then(|h| hosts.get(h)).copied());
+        }
+        let Some(text) = task
+            .ip_addresses
+            .as_ref()
+            .and_then(|a| a.first())
+            .and_then(|a| a.ip_address.as_deref())
+        else {
+            return Ok(None);
         };
+        text.parse().map(Some).map_err(|_| EntryError {
+            value: text.to_string(),
+            reason: "not an IP address".into(),
+        })
+    }
+
+    /// The port of `task` for port `index` (0 stays 0, for the shared check to report).
+    fn task_port(&self, task: &Task, index: usize) -> Option<u16> {
+        let mode = self.net_mode();
         let container_ports = || -> Option<Vec<u32>> {
             Some(
                 self.port_mappings()?
@@ -406,8 +469,8 @@ impl App {
                 .or_else(container_ports)
                 .unwrap_or_default(),
         };
-        let port = u16::try_from(*ports.get(index)?).ok().filter(|p| *p != 0)?;
-        Some(SocketAddr::new(ip, port))
+        // A number beyond u16 is as wrong as 0: both fail the shared port check.
+        Some(u16::try_from(*ports.get(index)?).unwrap_or(0))
     }
 }
 

@@ -16,12 +16,18 @@ fn options(groups: &[&str]) -> DiscoveryOptions {
 }
 
 fn build(body: &str, options: &DiscoveryOptions) -> Catalog {
-    let apps = parse_apps(body.as_bytes()).unwrap();
+    read(body, options, &mut Routed::default())
+}
+
+/// One read after the reads that left `routed`.
+fn read(body: &str, options: &DiscoveryOptions, routed: &mut Routed) -> Catalog {
+    let mut notes = Notes::new("marathon");
+    let apps = parse_apps(body.as_bytes(), &mut notes).unwrap();
     let hosts = hosts_to_resolve(&apps)
         .into_iter()
         .filter_map(|h| h.parse().ok().map(|ip| (h, ip)))
         .collect();
-    catalog(&apps, options, &hosts)
+    catalog(&apps, options, &hosts, routed, &mut notes)
 }
 
 fn addresses(catalog: &Catalog, listen_port: u16) -> Vec<String> {
@@ -117,6 +123,52 @@ fn only_running_and_healthy_tasks_are_routed() {
 }
 
 #[test]
+fn a_task_keeps_its_route_while_its_health_results_are_missing() {
+    let apps = |a: &str, b: &str, c: &str| {
+        format!(
+            r#"{{"apps":[{{"id":"/web","portDefinitions":[{{"port":9000}}],"healthChecks":[{{"protocol":"TCP"}}],
+            "tasks":[
+              {{"id":"a","host":"127.0.0.1","ports":[1],"state":"TASK_RUNNING"{a}}},
+              {{"id":"b","host":"127.0.0.1","ports":[2],"state":"TASK_RUNNING"{b}}},
+              {{"id":"c","host":"127.0.0.1","ports":[3],"state":"TASK_RUNNING"{c}}}]}}]}}"#
+        )
+    };
+    let alive = r#","healthCheckResults":[{"alive":true}]"#;
+    let dead = r#","healthCheckResults":[{"alive":false}]"#;
+    let none = "";
+    let empty = r#","healthCheckResults":[]"#;
+    let options = options(&["*"]);
+    let mut routed = Routed::default();
+    let first = read(&apps(alive, alive, none), &options, &mut routed);
+    assert_eq!(addresses(&first, 9000), vec!["127.0.0.1:1", "127.0.0.1:2"]);
+    assert_eq!(routed.len(), 2);
+    // Failover: no results for anyone. a and b stay; c, never routed, waits.
+    let failover = read(&apps(none, empty, none), &options, &mut routed);
+    assert_eq!(
+        addresses(&failover, 9000),
+        vec!["127.0.0.1:1", "127.0.0.1:2"]
+    );
+    // Still none: still routed (it was routed by the read before).
+    let again = read(&apps(none, none, none), &options, &mut routed);
+    assert_eq!(addresses(&again, 9000), vec!["127.0.0.1:1", "127.0.0.1:2"]);
+    // A result that says b is down removes it; c's first passing result adds it.
+    let results = read(&apps(none, dead, alive), &options, &mut routed);
+    assert_eq!(
+        addresses(&results, 9000),
+        vec!["127.0.0.1:1", "127.0.0.1:3"]
+    );
+    // b lost its result again: it was not routed, so it still is not.
+    let later = read(&apps(none, none, none), &options, &mut routed);
+    assert_eq!(addresses(&later, 9000), vec!["127.0.0.1:1", "127.0.0.1:3"]);
+    // A task that goes away is forgotten: back without results, it waits like a new one.
+    let gone = r#"{"apps":[{"id":"/web","portDefinitions":[{"port":9000}],"healthChecks":[{"protocol":"TCP"}],"tasks":[]}]}"#;
+    read(gone, &options, &mut routed);
+    assert!(routed.is_empty());
+    let back = read(&apps(none, none, none), &options, &mut routed);
+    assert!(addresses(&back, 9000).is_empty());
+}
+
+#[test]
 fn a_canary_joins_the_main_service_port() {
     let body = r#"{"apps":[
         {"id":"/demo/webapp","portDefinitions":[{"port":1234}],
@@ -165,19 +217,67 @@ fn bad_labels_skip_only_their_port() {
 
 #[test]
 fn malformed_json_is_an_error() {
-    assert!(parse_apps(b"{\"apps\": [").is_err());
-    assert!(parse_apps(b"<html>").is_err());
+    let mut notes = Notes::new("marathon");
+    assert!(parse_apps(b"{\"apps\": [", &mut notes).is_err());
+    assert!(parse_apps(b"<html>", &mut notes).is_err());
+}
+
+#[test]
+fn a_service_port_0_and_bad_task_addresses_are_noted_and_skip_only_themselves() {
+    let body = r#"{"apps":[
+        {"id":"/unassigned","portDefinitions":[{"port":0}],
+         "tasks":[{"id":"u","host":"127.0.0.1","ports":[1],"state":"TASK_RUNNING"}]},
+        {"id":"/host","portDefinitions":[{"port":9000}],
+         "tasks":[{"id":"zero","host":"127.0.0.1","ports":[0],"state":"TASK_RUNNING"},
+                  {"id":"fine","host":"127.0.0.1","ports":[31000],"state":"TASK_RUNNING"}]},
+        {"id":"/ipt","ipAddress":{"discovery":{"ports":[{"number":80}]}},
+         "labels":{"ringway.port.0.servicePort":"8080"},
+         "tasks":[{"id":"bad-ip","ipAddresses":[{"ipAddress":"10.0.0.x"}],"state":"TASK_RUNNING"},
+                  {"id":"good","ipAddresses":[{"ipAddress":"10.0.0.9"}],"state":"TASK_RUNNING"}]}]}"#;
+    let mut notes = Notes::new("marathon");
+    let apps = parse_apps(body.as_bytes(), &mut notes).unwrap();
+    let hosts = hosts_to_resolve(&apps)
+        .into_iter()
+        .filter_map(|h| h.parse().ok().map(|ip| (h, ip)))
+        .collect();
+    let catalog = catalog(
+        &apps,
+        &options(&["*"]),
+        &hosts,
+        &mut Routed::default(),
+        &mut notes,
+    );
+    let ports: Vec<u16> = catalog.services.iter().map(|s| s.listen.port()).collect();
+    assert_eq!(ports, vec![9000, 8080], "the unassigned port is skipped");
+    assert_eq!(addresses(&catalog, 9000), vec!["127.0.0.1:31000"]);
+    assert_eq!(addresses(&catalog, 8080), vec!["10.0.0.9:80"]);
+    let noted: Vec<String> = notes.reported().map(ToString::to_string).collect();
+    assert_eq!(
+        noted,
+        vec![
+            "service host entry zero: tasks[].ports=\"127.0.0.1:0\": 0 is not a port",
+            "service ipt entry bad-ip: tasks[].ipAddresses=\"10.0.0.x\": not an IP address",
+            "service unassigned entry /unassigned: service port 0=\"0\": 0 is not a port",
+        ]
+    );
 }
 
 #[test]
 fn unresolved_hosts_skip_their_tasks() {
     let body = r#"{"apps":[{"id":"/web","portDefinitions":[{"port":9000}],
         "tasks":[{"id":"a","host":"no-such-host.invalid","ports":[1],"state":"TASK_RUNNING"}]}]}"#;
-    let apps = parse_apps(body.as_bytes()).unwrap();
+    let mut notes = Notes::new("marathon");
+    let apps = parse_apps(body.as_bytes(), &mut notes).unwrap();
     assert_eq!(
         hosts_to_resolve(&apps).into_iter().collect::<Vec<_>>(),
         vec!["no-such-host.invalid"]
     );
-    let catalog = catalog(&apps, &options(&["*"]), &BTreeMap::new());
+    let catalog = catalog(
+        &apps,
+        &options(&["*"]),
+        &BTreeMap::new(),
+        &mut Routed::default(),
+        &mut notes,
+    );
     assert!(catalog.services[0].instances.is_empty());
 }

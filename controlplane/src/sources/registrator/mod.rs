@@ -1,6 +1,10 @@
 //! The registrator source (`--registrator etcd://host:port/path`): the tree registrator writes into etcd's
 //! v2 keys API, read as proxymatic did (discovery.md §3.3, §4.2, §4.4).
 //!
+//! Several etcd members may be given (`etcd://h1:2379,h2:2379/services`): reads go to the one that
+//! answered last, the others are tried in turn when it fails. `etcd+https://` speaks TLS, with the etcd
+//! TLS flags (`--etcd-ca`, `--etcd-cert`, `--etcd-key`).
+//!
 //! Layout: `/<path>/<name>/<host>:<container>:<exposed-port>[:udp]` = `ip:port`. Each key is one instance
 //! of service `<name>`, listening on the *exposed* port from the key (or on the port of a `name@port`
 //! service name), forwarding to the published `ip:port`. UDP entries are skipped: the dataplane forwards
@@ -10,28 +14,38 @@
 //! Level-triggered, like proxymatic: a recursive read, then a long-poll watch from `X-Etcd-Index + 1`; any
 //! change, and an "event index cleared" error (the watch fell more than 1000 events behind), leads to a full
 //! re-read and a new watch from the new index. A missing directory is an empty catalog, not an error
-//! (registrator creates it with the first container). A failed read keeps the last good catalog.
+//! (registrator creates it with the first container). A failed read keeps the last good catalog. A long
+//! poll that comes back empty at once (etcd, or a proxy in front of it, ending it early) is followed by a
+//! growing pause, so a misbehaving server cannot turn the watch into a busy loop.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use ringway_shared::BackendState;
 use serde::Deserialize;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use crate::model::Catalog;
 use crate::model::merge::{Origin, merge};
-use crate::model::{Catalog, Instance};
 use crate::sources::SourceHandle;
+use crate::sources::checks::{EntryError, Notes, host_port, port};
+use crate::sources::client::{ClientError, Redirects, TlsFiles, error_chain, http_client};
 use crate::sources::discovery::{
-    Backoff, DiscoveryOptions, discovered_service, http_client, resolve_hosts, split_port_suffix,
+    Backoff, Candidate, DiscoveryOptions, discovered_service, split_port_suffix,
 };
+use crate::sources::endpoints::Endpoints;
 use crate::sources::labels::{Labels, port_settings};
+use crate::sources::resolve::Resolver;
+use crate::sources::secret::without_userinfo;
 
 /// The URL scheme registrator uses for etcd.
 pub const SCHEME: &str = "etcd://";
+/// The same over TLS.
+pub const TLS_SCHEME: &str = "etcd+https://";
+/// A long poll that comes back empty sooner than this was ended early: the next one waits a little.
+const MIN_LONG_POLL: Duration = Duration::from_secs(1);
 /// How long a plain read may take (watches are bounded by the refresh interval instead).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// etcd's v2 error code for a key that does not exist.
@@ -44,14 +58,14 @@ const ETCD_INDEX: &str = "x-etcd-index";
 /// Why the registrator tree could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistratorError {
-    #[error("registrator URL {0:?} must look like etcd://host:port/path")]
+    #[error(
+        "registrator URL {0:?} must look like etcd://host:port[,host:port…]/path (etcd+https:// for TLS)"
+    )]
     Url(String),
-    #[error("{url}: {source}")]
-    Request {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("{url}: {detail}")]
+    Request { url: String, detail: String },
+    #[error("every etcd endpoint failed: {0}")]
+    AllEndpointsFailed(String),
     #[error("{url}: HTTP {status}: {body}")]
     Status {
         url: String,
@@ -68,34 +82,47 @@ pub enum RegistratorError {
     NoIndex { url: String },
 }
 
-/// `etcd://host:port/path`, split into the HTTP base and the directory.
+/// `etcd://host:port[,host:port…]/path`, split into the HTTP bases and the directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistratorUrl {
-    /// `http://host:port`
-    pub base: String,
+    /// `http://host:port` (`https://` for `etcd+https://`), one per etcd member given.
+    pub bases: Vec<String>,
     /// `/path`, without a trailing slash (empty for the root).
     pub path: String,
 }
 
 impl RegistratorUrl {
     pub fn parse(url: &str) -> Result<Self, RegistratorError> {
-        let rest = url
-            .strip_prefix(SCHEME)
-            .ok_or_else(|| RegistratorError::Url(url.into()))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() {
-            return Err(RegistratorError::Url(url.into()));
+        let (scheme, rest) = if let Some(rest) = url.strip_prefix(SCHEME) {
+            ("http", rest)
+        } else if let Some(rest) = url.strip_prefix(TLS_SCHEME) {
+            ("https", rest)
+        } else {
+            return Err(RegistratorError::Url(without_userinfo(url)));
+        };
+        let (authorities, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let bases: Vec<String> = authorities
+            .split(',')
+            .map(str::trim)
+            .map(|a| format!("{scheme}://{a}"))
+            .collect();
+        let valid = |authority: &str| {
+            let authority = authority.split_once("://").map_or("", |(_, a)| a);
+            !authority.is_empty() && !authority.contains('@')
+        };
+        if !bases.iter().all(|b| valid(b)) {
+            return Err(RegistratorError::Url(without_userinfo(url)));
         }
         Ok(Self {
-            base: format!("http://{authority}"),
+            bases,
             path: format!("/{}", path.trim_matches('/'))
                 .trim_end_matches('/')
                 .to_string(),
         })
     }
 
-    fn keys_url(&self) -> String {
-        format!("{}/v2/keys{}", self.base, self.path)
+    fn keys_url(&self, base: &str) -> String {
+        format!("{base}/v2/keys{}", self.path)
     }
 }
 
@@ -123,6 +150,8 @@ struct ErrorBody {
 /// One registrator entry, before host resolution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
+    /// The key, naming the entry in logs.
+    id: String,
     name: String,
     listen_port: u16,
     host: String,
@@ -133,8 +162,8 @@ fn last_segment(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
-/// The entries of a recursive read of the registrator directory; malformed keys are logged and skipped.
-fn entries(root: &Node) -> Vec<Entry> {
+/// The entries of a recursive read of the registrator directory; malformed keys are noted and skipped.
+fn entries(root: &Node, notes: &mut Notes) -> Vec<Entry> {
     let mut out = Vec::new();
     for service in root.nodes.iter().filter(|n| n.dir) {
         let dir_name = last_segment(&service.key);
@@ -146,44 +175,45 @@ fn entries(root: &Node) -> Vec<Entry> {
             match entry(name, port_override, backend) {
                 Ok(Some(e)) => out.push(e),
                 Ok(None) => {}
-                Err(why) => warn!(key = backend.key, "registrator entry skipped: {why}"),
+                Err((field, error)) => notes.bad_entry(name, &backend.key, field, error),
             }
         }
     }
     out
 }
 
-/// proxymatic's reading of one key: the exposed port is the third `:` field of the ID.
-fn entry(name: &str, port_override: Option<u16>, node: &Node) -> Result<Option<Entry>, String> {
+/// proxymatic's reading of one key: the exposed port is the third `:` field of the ID. A bad key or value
+/// says which of the two is wrong.
+fn entry(
+    name: &str,
+    port_override: Option<u16>,
+    node: &Node,
+) -> Result<Option<Entry>, (&'static str, EntryError)> {
     let id = last_segment(&node.key);
     let parts: Vec<&str> = id.split(':').collect();
+    let bad_key = |reason: &str| {
+        (
+            "key",
+            EntryError {
+                value: id.to_string(),
+                reason: reason.to_string(),
+            },
+        )
+    };
     if parts.len() < 3 {
-        return Err(format!("ID {id:?} is not host:container:port"));
+        return Err(bad_key("the ID is not host:container:port"));
     }
     if parts.get(3) == Some(&"udp") {
         return Ok(None);
     }
-    let exposed: u16 = parts[2]
+    let exposed: u64 = parts[2]
         .parse()
-        .map_err(|_| format!("exposed port {:?} is not a port", parts[2]))?;
+        .map_err(|_| bad_key("the exposed port is not a number"))?;
+    let exposed = port(exposed).map_err(|e| ("key", e))?;
     let value = node.value.as_deref().unwrap_or_default();
-    let (host, port) = match value.parse::<SocketAddr>() {
-        Ok(addr) => (addr.ip().to_string(), addr.port()),
-        Err(_) => {
-            let (host, port) = value
-                .rsplit_once(':')
-                .ok_or_else(|| format!("value {value:?} is not ip:port"))?;
-            (
-                host.to_string(),
-                port.parse()
-                    .map_err(|_| format!("value {value:?} is not ip:port"))?,
-            )
-        }
-    };
-    if port == 0 {
-        return Err(format!("value {value:?} has port 0"));
-    }
+    let (host, port) = host_port(value).map_err(|e| ("value", e))?;
     Ok(Some(Entry {
+        id: node.key.clone(),
         name: name.to_string(),
         listen_port: port_override.unwrap_or(exposed),
         host,
@@ -196,11 +226,12 @@ fn build(
     entries: &[Entry],
     hosts: &BTreeMap<String, IpAddr>,
     options: &DiscoveryOptions,
+    notes: &mut Notes,
 ) -> Catalog {
     let settings = port_settings(&Labels::new(), 0)
         .settings
         .expect("no labels, no problems");
-    let mut grouped: BTreeMap<(String, u16), Vec<Instance>> = BTreeMap::new();
+    let mut grouped: BTreeMap<(String, u16), Vec<Candidate>> = BTreeMap::new();
     for e in entries {
         let Some(ip) = hosts.get(&e.host) else {
             continue;
@@ -208,21 +239,28 @@ fn build(
         grouped
             .entry((e.name.clone(), e.listen_port))
             .or_default()
-            .push(Instance {
+            .push(Candidate {
+                entry: e.id.clone(),
+                field: "value",
                 address: SocketAddr::new(*ip, e.port),
                 weight: settings.weight,
-                maxconn: None,
-                state: BackendState::Active,
+                drain: false,
             });
     }
-    let services = grouped.into_iter().filter_map(|((name, port), instances)| {
+    let mut services = Vec::new();
+    for ((name, port), candidates) in grouped {
         let origin = Origin {
             rank: 0,
             name: name.clone(),
         };
-        discovered_service(name, port, &settings, instances, options).map(|s| (origin, s))
-    });
-    merge(services).catalog
+        if let Some(s) = discovered_service(name, port, &settings, candidates, options, notes) {
+            services.push((origin, s));
+        }
+    }
+    let merged = merge(services);
+    notes.merges(&merged.notes);
+    notes.finish();
+    merged.catalog
 }
 
 /// What a watch ended with.
@@ -241,26 +279,50 @@ pub struct Registrator {
     options: DiscoveryOptions,
     handle: SourceHandle,
     client: reqwest::Client,
+    /// Locked only while a catalog is built or an endpoint chosen (no await inside).
+    notes: std::sync::Mutex<Notes>,
+    endpoints: std::sync::Mutex<Endpoints>,
+    resolver: Resolver,
 }
 
+/// A read: the catalog, the index it reflects, and why part of it is last-known data, if it is.
+type Read = (Catalog, u64, Option<String>);
+
 impl Registrator {
-    pub fn new(url: RegistratorUrl, options: DiscoveryOptions, handle: SourceHandle) -> Self {
-        Self {
+    /// `tls`: the etcd TLS flags, used for `etcd+https://`.
+    pub fn new(
+        url: RegistratorUrl,
+        tls: &TlsFiles,
+        options: DiscoveryOptions,
+        handle: SourceHandle,
+    ) -> Result<Self, ClientError> {
+        Ok(Self {
+            endpoints: std::sync::Mutex::new(Endpoints::new("etcd", url.bases.clone())),
             url,
             options,
             handle,
-            client: http_client(),
-        }
+            client: http_client(tls, Redirects::One)?,
+            notes: std::sync::Mutex::new(Notes::new("registrator")),
+            resolver: Resolver::new("registrator"),
+        })
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, Endpoints> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reads and watches until the publisher is gone.
     pub async fn run(self) {
         let mut backoff = Backoff::default();
+        let mut quiet = Backoff::default();
+        let mut refreshes = self.handle.refreshes();
         loop {
             let index = match self.read().await {
-                Ok((catalog, index)) => {
+                Ok((catalog, index, degraded)) => {
                     backoff.reset();
-                    if !self.handle.publish(catalog).await {
+                    if !self.handle.publish_read(catalog, degraded).await {
                         return;
                     }
                     index
@@ -276,10 +338,20 @@ impl Registrator {
             let refresh_at = Instant::now() + self.options.refresh_interval;
             let wait_index = index + 1;
             loop {
+                let started = Instant::now();
                 tokio::select! {
                     watched = self.watch(wait_index) => match watched {
-                        Ok(Watched::Changed) => break,
-                        Ok(Watched::Nothing) => {}
+                        Ok(Watched::Changed) => {
+                            quiet.reset();
+                            break;
+                        }
+                        Ok(Watched::Nothing) => {
+                            if started.elapsed() < MIN_LONG_POLL {
+                                tokio::time::sleep(quiet.next_delay()).await;
+                            } else {
+                                quiet.reset();
+                            }
+                        }
                         Ok(Watched::Cleared) => {
                             debug!("etcd event index cleared; re-reading");
                             break;
@@ -291,22 +363,51 @@ impl Registrator {
                         }
                     },
                     () = tokio::time::sleep_until(refresh_at) => break,
+                    Ok(()) = refreshes.changed() => break,
                     () = self.handle.closed() => return,
                 }
             }
         }
     }
 
+    fn notes(&self) -> std::sync::MutexGuard<'_, Notes> {
+        self.notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn request(url: &str) -> impl FnOnce(reqwest::Error) -> RegistratorError + '_ {
-        move |source| RegistratorError::Request {
+        move |e| RegistratorError::Request {
             url: url.to_string(),
-            source,
+            detail: error_chain(&e),
         }
     }
 
-    /// A recursive read: the catalog and the index it reflects.
-    async fn read(&self) -> Result<(Catalog, u64), RegistratorError> {
-        let url = format!("{}?recursive=true", self.url.keys_url());
+    /// A recursive read from the first endpoint that answers: the catalog and the index it reflects.
+    async fn read(&self) -> Result<Read, RegistratorError> {
+        let order = self.endpoints().attempts();
+        let mut errors = Vec::new();
+        for (i, base) in order {
+            match self.read_from(&base).await {
+                Ok(read) => {
+                    self.endpoints().answered(i);
+                    return Ok(read);
+                }
+                Err(e @ RegistratorError::Request { .. }) => errors.push(e.to_string()),
+                Err(e @ RegistratorError::Status { status, .. }) if status.is_server_error() => {
+                    errors.push(e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match errors.len() {
+            1 => Err(RegistratorError::AllEndpointsFailed(errors.remove(0))),
+            _ => Err(RegistratorError::AllEndpointsFailed(errors.join("; "))),
+        }
+    }
+
+    async fn read_from(&self, base: &str) -> Result<Read, RegistratorError> {
+        let url = format!("{}?recursive=true", self.url.keys_url(base));
         let response = self
             .client
             .get(&url)
@@ -323,7 +424,7 @@ impl Registrator {
         let body = response.bytes().await.map_err(Self::request(&url))?;
         let index = index.ok_or_else(|| RegistratorError::NoIndex { url: url.clone() })?;
         if status == StatusCode::NOT_FOUND && error_code(&body) == Some(KEY_NOT_FOUND) {
-            return Ok((Catalog::default(), index));
+            return Ok((Catalog::default(), index, None));
         }
         if !status.is_success() {
             return Err(RegistratorError::Status {
@@ -337,22 +438,32 @@ impl Registrator {
                 url: url.clone(),
                 source,
             })?;
-        let entries = entries(&response.node);
-        let hosts = resolve_hosts(
-            entries
-                .iter()
-                .map(|e| e.host.clone())
-                .collect::<BTreeSet<_>>(),
-        )
-        .await;
-        Ok((build(&entries, &hosts, &self.options), index))
+        let entries = entries(&response.node, &mut self.notes());
+        let resolution = self
+            .resolver
+            .resolve(
+                entries
+                    .iter()
+                    .map(|e| e.host.clone())
+                    .collect::<BTreeSet<_>>(),
+            )
+            .await;
+        let catalog = build(
+            &entries,
+            &resolution.hosts,
+            &self.options,
+            &mut self.notes(),
+        );
+        Ok((catalog, index, resolution.degraded_reason()))
     }
 
-    /// Waits for the next change under the directory at or after `index`.
+    /// Waits for the next change under the directory at or after `index`, on the endpoint that answered
+    /// the read.
     async fn watch(&self, index: u64) -> Result<Watched, RegistratorError> {
+        let base = self.endpoints().preferred().to_string();
         let url = format!(
             "{}?wait=true&recursive=true&waitIndex={index}",
-            self.url.keys_url()
+            self.url.keys_url(&base)
         );
         let response = self
             .client
@@ -397,85 +508,4 @@ fn lossy(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GET: &str = include_str!("../../../tests/fixtures/etcd/registrator_get.json");
-
-    fn catalog_of(body: &str, options: &DiscoveryOptions) -> Catalog {
-        let response: Response = serde_json::from_str(body).unwrap();
-        let entries = entries(&response.node);
-        let hosts = entries
-            .iter()
-            .filter_map(|e| e.host.parse().ok().map(|ip| (e.host.clone(), ip)))
-            .collect();
-        build(&entries, &hosts, options)
-    }
-
-    #[test]
-    fn the_documented_tree_gives_db_on_the_exposed_port() {
-        let catalog = catalog_of(GET, &DiscoveryOptions::default());
-        assert_eq!(catalog.services.len(), 1);
-        let s = &catalog.services[0];
-        assert_eq!((s.name.as_str(), s.listen.port()), ("db", 6379));
-        assert_eq!(
-            s.instances[0].address,
-            "192.168.1.102:10000".parse().unwrap()
-        );
-    }
-
-    #[test]
-    fn name_port_suffix_udp_ipv6_host_networking_and_bad_keys() {
-        let body = r#"{"node":{"key":"/services","dir":true,"nodes":[
-          {"key":"/services/web@8080","dir":true,"nodes":[
-            {"key":"/services/web@8080/h1:web.0:80","value":"10.0.0.1:31000"},
-            {"key":"/services/web@8080/h1:web.1:80","value":"[::1]:31001"},
-            {"key":"/services/web@8080/h1:web.2:80:udp","value":"10.0.0.1:31002"},
-            {"key":"/services/web@8080/customid","value":"10.0.0.1:31003"},
-            {"key":"/services/web@8080/h1:web.3:80","value":"garbage"}]},
-          {"key":"/services/hostnet","dir":true,"nodes":[
-            {"key":"/services/hostnet/h1:h.0:9000","value":"10.0.0.2:9000"}]},
-          {"key":"/services/empty","dir":true}]}}"#;
-        let mut options = DiscoveryOptions::default();
-        let catalog = catalog_of(body, &options);
-        assert_eq!(catalog.services.len(), 1, "{catalog:?}");
-        let web = &catalog.services[0];
-        assert_eq!((web.name.as_str(), web.listen.port()), ("web", 8080));
-        let addrs: Vec<String> = web
-            .instances
-            .iter()
-            .map(|i| i.address.to_string())
-            .collect();
-        assert_eq!(addrs, vec!["10.0.0.1:31000", "[::1]:31001"]);
-        options.expose_host = true;
-        assert_eq!(
-            catalog_of(body, &options).services.len(),
-            2,
-            "host networking exposed"
-        );
-    }
-
-    #[test]
-    fn urls_parse_like_registrators() {
-        let u = RegistratorUrl::parse("etcd://127.0.0.1:2379/services").unwrap();
-        assert_eq!(
-            (u.base.as_str(), u.path.as_str()),
-            ("http://127.0.0.1:2379", "/services")
-        );
-        assert_eq!(u.keys_url(), "http://127.0.0.1:2379/v2/keys/services");
-        let root = RegistratorUrl::parse("etcd://h:1").unwrap();
-        assert_eq!(root.keys_url(), "http://h:1/v2/keys");
-        assert!(RegistratorUrl::parse("http://h:1/x").is_err());
-        assert!(RegistratorUrl::parse("etcd:///x").is_err());
-    }
-
-    #[test]
-    fn error_bodies_are_recognised() {
-        let cleared = br#"{"errorCode":401,"message":"The event in requested index is outdated and cleared","cause":"the requested history has been cleared [1008/8]","index":2007}"#;
-        assert_eq!(error_code(cleared), Some(EVENT_INDEX_CLEARED));
-        let missing = br#"{"cause":"/foo","errorCode":100,"index":6,"message":"Key not found"}"#;
-        assert_eq!(error_code(missing), Some(KEY_NOT_FOUND));
-        assert_eq!(error_code(b""), None);
-        assert_eq!(error_code(br#"{"action":"set"}"#), None);
-    }
-}
+mod tests;
