@@ -191,9 +191,9 @@ impl HttpSession {
         let Some(ex) = &self.exchange else {
             return;
         };
-        for chunk in ex.retained.clone() {
+        for chunk in &ex.retained {
             self.unsent_backend += chunk.len();
-            out.push(Action::SendBackend(chunk));
+            out.push(Action::SendBackend(chunk.clone()));
         }
     }
 
