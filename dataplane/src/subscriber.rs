@@ -130,8 +130,7 @@ impl Subscriber {
             tracing::warn!(%lag, "snapshot published but not yet applied everywhere");
         }
         log_bind_changes(&before, &failed);
-        self.bind_retry =
-            (!failed.is_empty()).then(|| (Instant::now() + BIND_RETRY_START, BIND_RETRY_START));
+        self.schedule_bind_retry(&failed, BIND_RETRY_START);
         tracing::info!(
             version = snapshot.version,
             listeners = snapshot.listeners.len(),
@@ -160,6 +159,11 @@ impl Subscriber {
             return false;
         };
         let before = self.published.load().failed.clone();
+        // Only the missing listeners are tried; the table is rebuilt only when one of them changed.
+        if self.builder.retry_failed(&before) == before {
+            self.schedule_bind_retry(&before, (delay * 2).min(BIND_RETRY_MAX));
+            return false;
+        }
         let table = match self.builder.build(snapshot) {
             Ok(table) => table,
             Err(e) => {
@@ -181,8 +185,13 @@ impl Subscriber {
         } else {
             (delay * 2).min(BIND_RETRY_MAX)
         };
-        self.bind_retry = (!after.is_empty()).then(|| (Instant::now() + delay, delay));
+        self.schedule_bind_retry(&after, delay);
         changed
+    }
+
+    /// Retries opening the `failed` listeners `delay` from now; none failed, no retry.
+    fn schedule_bind_retry(&mut self, failed: &[ListenerFailure], delay: Duration) {
+        self.bind_retry = (!failed.is_empty()).then(|| (Instant::now() + delay, delay));
     }
 
     /// The ACK of `version`: what the workers serve, and the listeners they could not open.

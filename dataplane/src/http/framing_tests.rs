@@ -1,15 +1,8 @@
 use super::*;
-use crate::http::head::{
-    DEFAULT_MAX_HEADERS, HeadScanner, ResponseHead, parse_request, parse_response,
-};
+use crate::http::head::{ResponseHead, parse_response, scan_and_parse_request};
 
 fn frame(buf: &[u8]) -> Result<RequestFraming, RequestError> {
-    let len = HeadScanner::default()
-        .find_end(buf, 65536)
-        .unwrap()
-        .unwrap();
-    let mut head = RequestHead::default();
-    parse_request(&buf[..len], DEFAULT_MAX_HEADERS, &mut head).unwrap();
+    let (head, len) = scan_and_parse_request(buf, 65536).unwrap();
     request(&head, &buf[..len])
 }
 

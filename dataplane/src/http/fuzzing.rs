@@ -57,14 +57,7 @@ fn find_head(input: &[u8], step: usize, limit: usize) -> Option<usize> {
 }
 
 fn router() -> Router {
-    let route = |name: &str, hosts: &[&str], paths: &[&str], path_match, target| RouteSpec {
-        name: name.into(),
-        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-        path_match,
-        header: None,
-        target,
-    };
+    let route = RouteSpec::new;
     Router::build(&[
         route("exact", &["a.example"], &["/api"], PathMatch::Prefix, 0),
         route("wild", &["*.example"], &["/x"], PathMatch::Exact, 1),

@@ -368,6 +368,21 @@ pub fn parse_response(buf: &[u8], head: &mut ResponseHead) -> Result<(), HeadErr
     Ok(())
 }
 
+/// Finds the request head at the start of `buf` and parses it: the head and its length (the unit tests'
+/// shorthand; the session feeds the scanner as bytes arrive).
+#[cfg(test)]
+pub(crate) fn scan_and_parse_request(
+    buf: &[u8],
+    limit: usize,
+) -> Result<(RequestHead, usize), HeadError> {
+    let len = HeadScanner::default()
+        .find_end(buf, limit)?
+        .expect("complete head");
+    let mut head = RequestHead::default();
+    parse_request(&buf[..len], DEFAULT_MAX_HEADERS, &mut head)?;
+    Ok((head, len))
+}
+
 #[cfg(test)]
 #[path = "head_tests.rs"]
 mod tests;

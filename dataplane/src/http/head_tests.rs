@@ -6,12 +6,7 @@ use crate::http::framing::{self, RequestError, RequestFraming};
 const LIMIT: usize = DEFAULT_MAX_HEADER_BYTES;
 
 fn request(buf: &[u8]) -> Result<RequestHead, HeadError> {
-    let len = HeadScanner::default()
-        .find_end(buf, LIMIT)?
-        .expect("complete head");
-    let mut head = RequestHead::default();
-    parse_request(&buf[..len], DEFAULT_MAX_HEADERS, &mut head)?;
-    Ok(head)
+    scan_and_parse_request(buf, LIMIT).map(|(head, _)| head)
 }
 
 #[test]

@@ -69,25 +69,15 @@ pub fn request_head(
     } else {
         b" HTTP/1.1\r\n"
     });
-    let named = ConnectionNames::of(&head.fields, buf);
-    for field in &head.fields {
-        let keep = match field.kind {
-            FieldName::Connection
-            | FieldName::KeepAlive
-            | FieldName::ProxyConnection
-            | FieldName::Te
-            | FieldName::XForwardedFor
-            | FieldName::XForwardedProto
-            | FieldName::XForwardedPort => false,
-            FieldName::Upgrade => framing.upgrade,
-            FieldName::Expect => framing.expect_continue,
-            FieldName::Host | FieldName::ContentLength | FieldName::TransferEncoding => true,
-            FieldName::Other => !named.names(field, buf),
-        };
-        if keep {
-            write_field(out, field, buf);
+    let named = write_end_to_end_fields(out, &head.fields, buf, |kind| match kind {
+        FieldName::XForwardedFor | FieldName::XForwardedProto | FieldName::XForwardedPort => {
+            Some(false)
         }
-    }
+        FieldName::Upgrade => Some(framing.upgrade),
+        FieldName::Expect => Some(framing.expect_continue),
+        FieldName::Host | FieldName::ContentLength | FieldName::TransferEncoding => Some(true),
+        _ => None,
+    });
     out.extend_from_slice(b"X-Forwarded-For: ");
     for field in head.fields_of(FieldName::XForwardedFor) {
         if !named.names(field, buf) && !field.value.is_empty() {
@@ -142,23 +132,15 @@ pub fn response_head(
     let _ = write!(out, "{:03} ", head.status);
     out.extend_from_slice(head.reason.of(buf));
     out.extend_from_slice(b"\r\n");
-    let named = ConnectionNames::of(&head.fields, buf);
-    for field in &head.fields {
-        let keep = match field.kind {
-            FieldName::Connection
-            | FieldName::KeepAlive
-            | FieldName::ProxyConnection
-            | FieldName::Te => false,
-            // A 426 must name the protocols it wants (RFC 9110 §15.5.22).
-            FieldName::Upgrade => framing.switching || head.status == 426,
-            FieldName::ContentLength => !framing.drop_length && framing.normalised_length.is_none(),
-            FieldName::TransferEncoding => true,
-            _ => !named.names(field, buf),
-        };
-        if keep {
-            write_field(out, field, buf);
+    write_end_to_end_fields(out, &head.fields, buf, |kind| match kind {
+        // A 426 must name the protocols it wants (RFC 9110 §15.5.22).
+        FieldName::Upgrade => Some(framing.switching || head.status == 426),
+        FieldName::ContentLength => {
+            Some(!framing.drop_length && framing.normalised_length.is_none())
         }
-    }
+        FieldName::TransferEncoding => Some(true),
+        _ => None,
+    });
     if let Some(length) = framing.normalised_length {
         let _ = write!(out, "Content-Length: {length}\r\n");
     }
@@ -169,6 +151,32 @@ pub fn response_head(
         ClientConnection::Upgrade => b"Connection: upgrade\r\n",
     });
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the fields of a forwarded head, in order, except the hop-by-hop ones: `Connection`,
+/// `Keep-Alive`, `Proxy-Connection` and `TE` always go; `decide` rules on the fields its direction
+/// treats specially (`Some(keep)`), and every other field goes if `Connection` names it. Returns the
+/// names `Connection` listed, for fields the caller writes itself.
+fn write_end_to_end_fields<'a>(
+    out: &mut BytesMut,
+    fields: &'a [Field],
+    buf: &[u8],
+    decide: impl Fn(FieldName) -> Option<bool>,
+) -> ConnectionNames<'a> {
+    let named = ConnectionNames::of(fields, buf);
+    for field in fields {
+        let keep = match field.kind {
+            FieldName::Connection
+            | FieldName::KeepAlive
+            | FieldName::ProxyConnection
+            | FieldName::Te => false,
+            kind => decide(kind).unwrap_or_else(|| !named.names(field, buf)),
+        };
+        if keep {
+            write_field(out, field, buf);
+        }
+    }
+    named
 }
 
 fn write_field(out: &mut BytesMut, field: &Field, buf: &[u8]) {

@@ -1,8 +1,6 @@
 use super::*;
 use crate::http::framing::{self, RequestContext};
-use crate::http::head::{
-    DEFAULT_MAX_HEADERS, HeadScanner, Method, ResponseHead, parse_request, parse_response,
-};
+use crate::http::head::{Method, ResponseHead, parse_response, scan_and_parse_request};
 
 fn ctx() -> RewriteContext {
     RewriteContext {
@@ -13,12 +11,7 @@ fn ctx() -> RewriteContext {
 }
 
 fn forward_request(buf: &[u8], ctx: &RewriteContext) -> String {
-    let len = HeadScanner::default()
-        .find_end(buf, 65536)
-        .unwrap()
-        .unwrap();
-    let mut head = RequestHead::default();
-    parse_request(&buf[..len], DEFAULT_MAX_HEADERS, &mut head).unwrap();
+    let (head, len) = scan_and_parse_request(buf, 65536).unwrap();
     let framing = framing::request(&head, &buf[..len]).unwrap();
     let mut out = BytesMut::new();
     request_head(&head, &framing, &buf[..len], ctx, &mut out);

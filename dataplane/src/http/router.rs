@@ -57,6 +57,26 @@ pub struct RouteSpec {
     pub target: usize,
 }
 
+impl RouteSpec {
+    /// A route by host names and paths alone (no header match).
+    pub fn new(
+        name: &str,
+        hosts: &[&str],
+        paths: &[&str],
+        path_match: PathMatch,
+        target: usize,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            path_match,
+            header: None,
+            target,
+        }
+    }
+}
+
 /// The route a request matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteMatch {

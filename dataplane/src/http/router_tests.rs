@@ -2,23 +2,6 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn spec(
-    name: &str,
-    hosts: &[&str],
-    paths: &[&str],
-    path_match: PathMatch,
-    target: usize,
-) -> RouteSpec {
-    RouteSpec {
-        name: name.into(),
-        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-        path_match,
-        header: None,
-        target,
-    }
-}
-
 fn no_headers(_: &str) -> Option<&'static [u8]> {
     None
 }
@@ -33,10 +16,10 @@ fn target(router: &Router, host: &str, path: &str) -> Option<usize> {
 #[test]
 fn exact_host_then_wildcards_then_any_host() {
     let router = Router::build(&[
-        spec("exact", &["shop.example.com"], &[], PathMatch::Prefix, 1),
-        spec("wild", &["*.example.com"], &[], PathMatch::Prefix, 2),
-        spec("deeper", &["*.eu.example.com"], &[], PathMatch::Prefix, 3),
-        spec("fallback", &[], &[], PathMatch::Prefix, 4),
+        RouteSpec::new("exact", &["shop.example.com"], &[], PathMatch::Prefix, 1),
+        RouteSpec::new("wild", &["*.example.com"], &[], PathMatch::Prefix, 2),
+        RouteSpec::new("deeper", &["*.eu.example.com"], &[], PathMatch::Prefix, 3),
+        RouteSpec::new("fallback", &[], &[], PathMatch::Prefix, 4),
     ])
     .unwrap();
     assert_eq!(target(&router, "shop.example.com", "/"), Some(1));
@@ -71,17 +54,17 @@ fn exact_host_then_wildcards_then_any_host() {
 #[test]
 fn longest_prefix_exact_regex_and_fall_through() {
     let router = Router::build(&[
-        spec("api", &["a.com"], &["/api"], PathMatch::Prefix, 1),
-        spec("api-v2", &["a.com"], &["/api/v2"], PathMatch::Prefix, 2),
-        spec("exact", &["a.com"], &["/api/v2"], PathMatch::Exact, 3),
-        spec(
+        RouteSpec::new("api", &["a.com"], &["/api"], PathMatch::Prefix, 1),
+        RouteSpec::new("api-v2", &["a.com"], &["/api/v2"], PathMatch::Prefix, 2),
+        RouteSpec::new("exact", &["a.com"], &["/api/v2"], PathMatch::Exact, 3),
+        RouteSpec::new(
             "regex",
             &["a.com"],
             &["^/img/.*\\.png$"],
             PathMatch::Regex,
             4,
         ),
-        spec("root", &["*.com"], &["/"], PathMatch::Prefix, 5),
+        RouteSpec::new("root", &["*.com"], &["/"], PathMatch::Prefix, 5),
     ])
     .unwrap();
     assert_eq!(target(&router, "a.com", "/api/users"), Some(1));
@@ -112,13 +95,16 @@ fn longest_prefix_exact_regex_and_fall_through() {
 
 #[test]
 fn header_routes_come_first_and_fall_back() {
-    let mut app = spec("app-id", &[], &[], PathMatch::Prefix, 7);
+    let mut app = RouteSpec::new("app-id", &[], &[], PathMatch::Prefix, 7);
     app.header = Some(HeaderMatch {
         name: "X-Marathon-App-Id".into(),
         value: "/shop/web".into(),
     });
-    let router =
-        Router::build(&[app, spec("host", &["a.com"], &[], PathMatch::Prefix, 1)]).unwrap();
+    let router = Router::build(&[
+        app,
+        RouteSpec::new("host", &["a.com"], &[], PathMatch::Prefix, 1),
+    ])
+    .unwrap();
     assert!(router.has_header_routes());
     assert_eq!(
         router.header_names().collect::<Vec<_>>(),
@@ -139,8 +125,8 @@ fn header_routes_come_first_and_fall_back() {
 
 #[test]
 fn conflicts_resolve_by_name_whatever_the_order() {
-    let a = spec("alpha", &["a.com"], &["/x"], PathMatch::Prefix, 1);
-    let b = spec("beta", &["A.com"], &["/x", "/y"], PathMatch::Prefix, 2);
+    let a = RouteSpec::new("alpha", &["a.com"], &["/x"], PathMatch::Prefix, 1);
+    let b = RouteSpec::new("beta", &["A.com"], &["/x", "/y"], PathMatch::Prefix, 2);
     for specs in [vec![a.clone(), b.clone()], vec![b.clone(), a.clone()]] {
         let router = Router::build(&specs).unwrap();
         assert_eq!(target(&router, "a.com", "/x"), Some(1));
@@ -156,7 +142,7 @@ fn conflicts_resolve_by_name_whatever_the_order() {
         );
     }
     // Prefix and exact on the same path are different claims.
-    let c = spec("gamma", &["a.com"], &["/x"], PathMatch::Exact, 3);
+    let c = RouteSpec::new("gamma", &["a.com"], &["/x"], PathMatch::Exact, 3);
     assert!(Router::build(&[a, c]).unwrap().conflicts().is_empty());
 }
 
@@ -173,17 +159,26 @@ fn refuses_invalid_routes() {
         "a..b",
     ];
     for host in bad_hosts {
-        let err = Router::build(&[spec("r", &[host], &[], PathMatch::Prefix, 0)]).unwrap_err();
+        let err =
+            Router::build(&[RouteSpec::new("r", &[host], &[], PathMatch::Prefix, 0)]).unwrap_err();
         assert!(
             matches!(err, RouterError::InvalidHost { .. }),
             "{host:?}: {err}"
         );
     }
-    let err = Router::build(&[spec("r", &[], &["api"], PathMatch::Prefix, 0)]).unwrap_err();
+    let err =
+        Router::build(&[RouteSpec::new("r", &[], &["api"], PathMatch::Prefix, 0)]).unwrap_err();
     assert!(matches!(err, RouterError::InvalidPath { .. }));
-    let err = Router::build(&[spec("r", &[], &["(unclosed"], PathMatch::Regex, 0)]).unwrap_err();
+    let err = Router::build(&[RouteSpec::new(
+        "r",
+        &[],
+        &["(unclosed"],
+        PathMatch::Regex,
+        0,
+    )])
+    .unwrap_err();
     assert!(err.to_string().contains("\"r\""), "{err}");
-    Router::build(&[spec(
+    Router::build(&[RouteSpec::new(
         "r",
         &["[::1]", "10.0.0.1", "under_score.a"],
         &[],
@@ -197,7 +192,7 @@ fn refuses_invalid_routes() {
 fn five_thousand_hosts() {
     let specs: Vec<RouteSpec> = (0..5000)
         .map(|i| {
-            spec(
+            RouteSpec::new(
                 &format!("svc-{i}"),
                 &[&format!("app{i}.example.com")],
                 &[],

@@ -50,45 +50,38 @@ pub const ALL: [ErrorStatus; 10] = [
     ErrorStatus::VersionNotSupported,
 ];
 
-/// Builds the close and keep-alive variants of one response at compile time. The body is
-/// "CODE REASON\n"; `concat!` cannot count, so its length is spelled out and checked by
-/// `every_response_is_well_formed`.
+/// One complete response: status line, the fixed fields, `$connection` (a whole field line or
+/// nothing) and the body "CODE REASON\n". `concat!` cannot count, so the body's length is spelled out
+/// and checked by `every_response_is_well_formed`.
+macro_rules! response {
+    ($code:literal, $reason:literal, $length:literal, $connection:literal) => {
+        concat!(
+            "HTTP/1.1 ",
+            $code,
+            " ",
+            $reason,
+            "\r\n",
+            "Content-Type: text/plain\r\n",
+            "Content-Length: ",
+            $length,
+            "\r\n",
+            $connection,
+            "\r\n",
+            $code,
+            " ",
+            $reason,
+            "\n"
+        )
+        .as_bytes()
+    };
+}
+
+/// Builds the close and keep-alive variants of one response at compile time.
 macro_rules! responses {
     ($code:literal, $reason:literal, $length:literal) => {
         (
-            concat!(
-                "HTTP/1.1 ",
-                $code,
-                " ",
-                $reason,
-                "\r\n",
-                "Content-Type: text/plain\r\n",
-                "Content-Length: ",
-                $length,
-                "\r\n",
-                "Connection: close\r\n\r\n",
-                $code,
-                " ",
-                $reason,
-                "\n"
-            )
-            .as_bytes(),
-            concat!(
-                "HTTP/1.1 ",
-                $code,
-                " ",
-                $reason,
-                "\r\n",
-                "Content-Type: text/plain\r\n",
-                "Content-Length: ",
-                $length,
-                "\r\n\r\n",
-                $code,
-                " ",
-                $reason,
-                "\n"
-            )
-            .as_bytes(),
+            response!($code, $reason, $length, "Connection: close\r\n"),
+            response!($code, $reason, $length, ""),
         )
     };
 }

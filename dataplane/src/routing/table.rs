@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ringway_shared::{BackendState, Balance, ListenerFailure, Snapshot, Timeouts};
 
-use super::listeners::ListenerSockets;
+use super::listeners::{ListenerError, ListenerSockets};
 use super::slots::{BackendSlot, ClusterSlot};
 use super::wake::Wakers;
 
@@ -160,11 +160,7 @@ impl TableBuilder {
                     Ok(sockets) => {
                         opened.insert(listener.address, Arc::new(sockets));
                     }
-                    Err(e) => failed.push(ListenerFailure {
-                        name: listener.name.clone(),
-                        address: listener.address,
-                        error: format!("cannot {}: {}", e.action, e.source),
-                    }),
+                    Err(e) => failed.push(failure(&listener.name, listener.address, &e)),
                 },
             }
         }
@@ -307,6 +303,23 @@ impl TableBuilder {
         })
     }
 
+    /// Tries again to open the listeners that `failed` (the last table's list) names, without building
+    /// a table: the sockets it opens wait here for the next [`build`](Self::build), which takes them
+    /// as it takes those of earlier versions. Returns the failures that remain, in `failed`'s order; a
+    /// list equal to `failed` means a rebuild would change nothing.
+    pub fn retry_failed(&mut self, failed: &[ListenerFailure]) -> Vec<ListenerFailure> {
+        let mut remaining = Vec::new();
+        for f in failed {
+            match ListenerSockets::bind(f.address, self.workers) {
+                Ok(sockets) => {
+                    self.listeners.insert(f.address, Arc::new(sockets));
+                }
+                Err(e) => remaining.push(failure(&f.name, f.address, &e)),
+            }
+        }
+        remaining
+    }
+
     /// The slots of `cluster`'s backends, in snapshot order: reused from the previous version (position by
     /// position when the addresses are unchanged, else by address), from the retired list for a backend that
     /// comes back while its old connections still drain, or new. Backends the cluster lost go to `removed`.
@@ -361,6 +374,15 @@ impl TableBuilder {
     /// Every listener's sockets, for handing them to another process.
     pub fn listener_sockets(&self) -> impl Iterator<Item = &Arc<ListenerSockets>> {
         self.listeners.values()
+    }
+}
+
+/// How a listener that could not be opened is reported (in the ACK, the statistics and the log).
+fn failure(name: &str, address: SocketAddr, error: &ListenerError) -> ListenerFailure {
+    ListenerFailure {
+        name: name.to_string(),
+        address,
+        error: format!("cannot {}: {}", error.action, error.source),
     }
 }
 
@@ -521,5 +543,26 @@ mod tests {
         assert!(Arc::ptr_eq(&table.clusters[0], &again.clusters[0]));
         let back = builder.build(snapshot(3, port, &[(1, Some(4))])).unwrap();
         assert!(back.failed.is_empty());
+    }
+
+    #[test]
+    fn retrying_the_failed_listeners_opens_them_for_the_next_build() {
+        let mut builder = builder();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held = taken.local_addr().unwrap();
+        let table = builder
+            .build(snapshot(1, held.port(), &[(1, Some(1))]))
+            .unwrap();
+        assert_eq!(table.failed.len(), 1);
+        assert_eq!(
+            builder.retry_failed(&table.failed),
+            table.failed,
+            "still held: the same failure, so no rebuild is needed"
+        );
+        drop(taken);
+        assert!(builder.retry_failed(&table.failed).is_empty());
+        let again = builder.build(Arc::clone(&table.snapshot)).unwrap();
+        assert!(again.failed.is_empty(), "{:?}", again.failed);
+        assert_eq!(again.listeners[0].address, held);
     }
 }

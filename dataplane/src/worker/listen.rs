@@ -95,6 +95,14 @@ impl Worker {
     }
 
     pub(super) fn on_accept(&mut self, completion: Completion) {
+        let result = completion.result;
+        // Taken before anything else, so that a completion no slot can serve closes its socket here
+        // instead of leaving it open in the ring (a client that would hang until the worker exits).
+        let client = (result >= 0).then(|| {
+            self.ring
+                .take_accepted(result)
+                .expect("the ring holds every accepted socket until the worker takes it")
+        });
         let index = completion.op.index as usize;
         let Some((generation, Some(slot))) = self.listeners.get(index) else {
             return;
@@ -102,14 +110,9 @@ impl Worker {
         if *generation != completion.op.generation {
             return;
         }
-        let result = completion.result;
-        if result >= 0 {
+        if let Some(client) = client {
             // Served even if the listener is being removed or paused: the kernel already completed the
             // handshake, so dropping it now would reset a client we accepted.
-            let client = self
-                .ring
-                .take_accepted(result)
-                .expect("the ring holds every accepted socket until the worker takes it");
             let route = (Arc::clone(&slot.route), slot.epoch, slot.cluster);
             let multishot = slot.multishot && completion.more;
             self.stats.accepted.inc();

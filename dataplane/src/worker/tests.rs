@@ -272,3 +272,33 @@ fn a_connection_that_never_gets_a_descriptor_ends_at_its_queue_deadline_as_fd_li
     assert_eq!(route.slot.closes.get(CloseReason::FdLimit), 1);
     assert_eq!((route.slot.waiters(), route.slot.active()), (0, 0));
 }
+
+#[test]
+fn a_socket_accepted_for_a_listener_slot_that_is_gone_is_closed_not_kept() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut test = TestWorker::new(ForwardMode::PollSplice);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // An accept whose listener slot does not exist (a completion the worker cannot serve).
+    test.worker
+        .ring
+        .accept(listener.as_raw_fd(), UserData::new(OpKind::Accept, 7, 0));
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut byte = [0u8; 1];
+    loop {
+        test.worker.turn(&mut test.completions).unwrap();
+        match client.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => panic!("nothing is sent to this client"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(_) => assert!(
+                Instant::now() < deadline,
+                "the accepted socket was kept open: the client hangs"
+            ),
+        }
+    }
+}

@@ -67,7 +67,7 @@ pub use events::{
 
 use bytes::{Bytes, BytesMut};
 
-use super::chunked::ChunkedDecoder;
+use super::chunked::{ChunkedDecoder, ChunkedError};
 use super::framing::{BodyKind, RequestFraming};
 use super::head::{HeadScanner, Method, RequestHead, ResponseHead, Version};
 use super::rewrite::RewriteContext;
@@ -130,6 +130,35 @@ impl Body {
             BodyKind::Chunked => Self::Chunked(ChunkedDecoder::new()),
             BodyKind::UntilClose => Self::UntilClose,
         }
+    }
+
+    /// Takes the bytes of this body that `input` holds (the request's and the response's body alike):
+    /// moves to `Done` at its end, and to `Splice` once more than [`SPLICE_THRESHOLD`] bytes of a
+    /// `Content-Length` body are still to come (all of it buffered went into the returned chunk).
+    fn take(&mut self, input: &mut BytesMut) -> Result<Bytes, ChunkedError> {
+        Ok(match self {
+            Self::Length(remaining) | Self::Splice(remaining) => {
+                let n = (*remaining).min(input.len() as u64);
+                *remaining -= n;
+                let left = *remaining;
+                let chunk = input.split_to(n as usize).freeze();
+                if left == 0 {
+                    *self = Self::Done;
+                } else if left > SPLICE_THRESHOLD && matches!(self, Self::Length(_)) {
+                    *self = Self::Splice(left);
+                }
+                chunk
+            }
+            Self::Chunked(decoder) => {
+                let (n, done) = decoder.skip(input)?;
+                if done {
+                    *self = Self::Done;
+                }
+                input.split_to(n).freeze()
+            }
+            Self::UntilClose => input.split().freeze(),
+            Self::Done | Self::Abandoned => Bytes::new(),
+        })
     }
 }
 

@@ -1,11 +1,11 @@
 //! The client side of an exchange: reading, refusing or routing a request head, obtaining a backend,
 //! and forwarding the request body.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use super::{
     Action, BackendState, Body, CloseReason, Exchange, ExchangeSummary, HttpSession, Phase,
-    RETRY_BUFFER, RequestLine, ResponseState, SPLICE_THRESHOLD, Unavailable,
+    RETRY_BUFFER, RequestLine, ResponseState, Unavailable,
 };
 use crate::http::framing::{self, BodyKind, RequestFraming};
 use crate::http::head::{HeadError, Method, Version, parse_request};
@@ -191,9 +191,9 @@ impl HttpSession {
         let Some(ex) = &self.exchange else {
             return;
         };
-        for chunk in ex.retained.clone() {
+        for chunk in &ex.retained {
             self.unsent_backend += chunk.len();
-            out.push(Action::SendBackend(chunk));
+            out.push(Action::SendBackend(chunk.clone()));
         }
     }
 
@@ -220,33 +220,15 @@ impl HttpSession {
         let Some(ex) = self.exchange.as_mut() else {
             return;
         };
-        let chunk = match &mut ex.request {
-            Body::Length(remaining) | Body::Splice(remaining) => {
-                let n = (*remaining).min(self.client_in.len() as u64);
-                *remaining -= n;
-                let left = *remaining;
-                let chunk = self.client_in.split_to(n as usize).freeze();
-                if left == 0 {
-                    ex.request = Body::Done;
-                } else if left > SPLICE_THRESHOLD && matches!(ex.request, Body::Length(_)) {
-                    // Nothing of the body is buffered now (it all went into `chunk`).
-                    ex.request = Body::Splice(left);
-                    ex.retry_possible = false;
-                    ex.retained.clear();
-                }
-                chunk
-            }
-            Body::Chunked(decoder) => match decoder.skip(&self.client_in) {
-                Ok((n, done)) => {
-                    if done {
-                        ex.request = Body::Done;
-                    }
-                    self.client_in.split_to(n).freeze()
-                }
-                Err(_) => return self.fail_exchange(ErrorStatus::BadRequest, out),
-            },
-            Body::UntilClose | Body::Done | Body::Abandoned => Bytes::new(),
+        let buffered = matches!(ex.request, Body::Length(_));
+        let Ok(chunk) = ex.request.take(&mut self.client_in) else {
+            return self.fail_exchange(ErrorStatus::BadRequest, out);
         };
+        if buffered && matches!(ex.request, Body::Splice(_)) {
+            // The rest is spliced, so it cannot be sent again: no retry.
+            ex.retry_possible = false;
+            ex.retained.clear();
+        }
         if !chunk.is_empty() {
             ex.request_bytes += chunk.len() as u64;
             if ex.retry_possible {

@@ -1,11 +1,9 @@
 //! The backend side of an exchange: reading and checking response heads, forwarding response bodies,
 //! ending the exchange, and what a failing backend turns into (retry, 502, 504, or an abort).
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
-use super::{
-    Action, BackendState, Body, CloseReason, HttpSession, Phase, ResponseState, SPLICE_THRESHOLD,
-};
+use super::{Action, BackendState, Body, CloseReason, HttpSession, Phase, ResponseState};
 use crate::http::framing::{self, BodyKind, RequestContext};
 use crate::http::head::{MAX_RESPONSE_HEAD_BYTES, Method, Version, parse_response};
 use crate::http::rewrite::{self, ClientConnection};
@@ -34,34 +32,10 @@ impl HttpSession {
                     }
                 }
             };
-            let chunk = match body {
-                Body::Length(remaining) | Body::Splice(remaining) => {
-                    let n = (*remaining).min(self.backend_in.len() as u64);
-                    *remaining -= n;
-                    let left = *remaining;
-                    let chunk = self.backend_in.split_to(n as usize).freeze();
-                    if left == 0 {
-                        *body = Body::Done;
-                    } else if left > SPLICE_THRESHOLD && matches!(body, Body::Length(_)) {
-                        *body = Body::Splice(left);
-                    }
-                    chunk
-                }
-                Body::Chunked(decoder) => match decoder.skip(&self.backend_in) {
-                    Ok((n, done)) => {
-                        if done {
-                            *body = Body::Done;
-                        }
-                        self.backend_in.split_to(n).freeze()
-                    }
-                    // The response has started: nothing to answer, only to cut.
-                    Err(_) => {
-                        self.abort(CloseReason::BackendAborted, out);
-                        return false;
-                    }
-                },
-                Body::UntilClose => self.backend_in.split().freeze(),
-                Body::Done | Body::Abandoned => Bytes::new(),
+            let Ok(chunk) = body.take(&mut self.backend_in) else {
+                // The response has started: nothing to answer, only to cut.
+                self.abort(CloseReason::BackendAborted, out);
+                return false;
             };
             if matches!(body, Body::Done) {
                 ex.response = ResponseState::Done;

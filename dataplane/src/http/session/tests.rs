@@ -16,14 +16,7 @@ pub(super) struct Harness {
 }
 
 pub(super) fn route(name: &str, hosts: &[&str], paths: &[&str], target: usize) -> RouteSpec {
-    RouteSpec {
-        name: name.into(),
-        hosts: hosts.iter().map(|h| h.to_string()).collect(),
-        paths: paths.iter().map(|p| p.to_string()).collect(),
-        path_match: PathMatch::Prefix,
-        header: None,
-        target,
-    }
+    RouteSpec::new(name, hosts, paths, PathMatch::Prefix, target)
 }
 
 impl Harness {

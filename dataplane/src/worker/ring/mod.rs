@@ -22,6 +22,7 @@ pub mod provided;
 pub mod send;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -216,6 +217,37 @@ pub struct Completion {
     pub buffer: Option<u16>,
 }
 
+/// Hashes the keys of the ring's maps: `user_data` values and descriptor numbers, unique integers that
+/// the worker or the kernel chose, never a client. One multiplication spreads them (the slot index in
+/// the low bits picks the bucket); SipHash's resistance to chosen keys would buy nothing and cost a
+/// keyed hash on every send, connect and accept and on each of their completions.
+#[derive(Debug, Default, Clone, Copy)]
+struct IntegerHasher(u64);
+
+impl Hasher for IntegerHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // 2^64 / φ, odd: a bijection that carries every input bit into the high bits.
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
+}
+
+/// A map keyed by an integer the ring chose (see [`IntegerHasher`]).
+type IntegerMap<K, V> = HashMap<K, V, BuildHasherDefault<IntegerHasher>>;
+
 /// Memory a connect and its linked timeout point to, alive until both have completed.
 struct ConnectArgs {
     address: SockAddr,
@@ -250,14 +282,14 @@ const DROP_WAIT: Duration = Duration::from_secs(2);
 /// memory its ops point to.
 pub struct Ring {
     ring: IoUring,
-    connect_args: HashMap<u64, Box<ConnectArgs>>,
+    connect_args: IntegerMap<u64, Box<ConnectArgs>>,
     /// Sends in flight and the buffers they read from, by `user_data`.
-    sends: HashMap<u64, Box<SendArgs>>,
+    sends: IntegerMap<u64, Box<SendArgs>>,
     buffers: ProvidedBuffers,
     /// Multishot receives submitted whose final completion (without `MORE`) has not been read.
     armed_recvs: usize,
     /// Sockets returned by accept completions that were read but not yet taken, by descriptor number.
-    accepted: HashMap<RawFd, OwnedFd>,
+    accepted: IntegerMap<RawFd, OwnedFd>,
     /// Entries that found the submission queue full while the kernel refused to take it: each group
     /// (an entry, or a connect with its linked timeout) goes into the queue whole, in order, before any
     /// newer entry. Empty in normal operation.
@@ -287,11 +319,11 @@ impl Ring {
         let buffers = ProvidedBuffers::register(&ring, config.recv_buffers)?;
         Ok(Self {
             ring,
-            connect_args: HashMap::new(),
-            sends: HashMap::new(),
+            connect_args: IntegerMap::default(),
+            sends: IntegerMap::default(),
             buffers,
             armed_recvs: 0,
-            accepted: HashMap::new(),
+            accepted: IntegerMap::default(),
             overflow: VecDeque::new(),
             submit_failing: false,
         })

@@ -5,8 +5,9 @@
 //! A send points the kernel at the bytes of [`Bytes`] values. The ring takes the values (reference-counted
 //! handles: the caller usually keeps its own clones) into a [`SendArgs`] that it owns until the send's
 //! completion has been read, so the memory cannot be freed or reused while the kernel may still copy from
-//! it. Several buffers go out in one `SENDMSG` with an `iovec` per buffer, whose array and header live in
-//! the same boxed [`SendArgs`] (a heap address that does not move while the box sits in the ring's map).
+//! it. Several buffers go out in one `SENDMSG` with an `iovec` per buffer, whose array (inline: a send
+//! costs one allocation, the box) and header live in the same boxed [`SendArgs`] (a heap address that
+//! does not move while the box sits in the ring's map).
 //!
 //! Sends carry `MSG_WAITALL`, so on a stream socket io_uring keeps sending until every byte went or an
 //! error stopped it (a short result means the rest did not go), and `MSG_NOSIGNAL`, so a closed peer is
@@ -23,7 +24,8 @@ pub const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL | libc::MSG_WAITALL;
 /// What one send points to, alive until its completion.
 pub struct SendArgs {
     buffers: Vec<Bytes>,
-    iov: Vec<libc::iovec>,
+    /// The first `buffers.len()` entries point at the buffers.
+    iov: [libc::iovec; MAX_SEND_BUFFERS],
     msg: libc::msghdr,
     len: usize,
 }
@@ -44,9 +46,13 @@ impl SendArgs {
         assert!(len > 0 && len <= u32::MAX as usize, "a send of {len} bytes");
         // SAFETY: msghdr is plain data; all-zero is an empty header, completed in `finish`.
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        let unused = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
         let mut args = Box::new(Self {
             buffers,
-            iov: Vec::new(),
+            iov: [unused; MAX_SEND_BUFFERS],
             msg,
             len,
         });
@@ -56,16 +62,14 @@ impl SendArgs {
 
     /// Points the iovecs at the buffers and the header at the iovecs (after boxing: addresses are final).
     fn finish(&mut self) {
-        self.iov = self
-            .buffers
-            .iter()
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
+        for (iov, buffer) in self.iov.iter_mut().zip(&self.buffers) {
+            *iov = libc::iovec {
+                iov_base: buffer.as_ptr() as *mut libc::c_void,
+                iov_len: buffer.len(),
+            };
+        }
         self.msg.msg_iov = self.iov.as_mut_ptr();
-        self.msg.msg_iovlen = self.iov.len();
+        self.msg.msg_iovlen = self.buffers.len();
     }
 
     /// Bytes this send carries.
