@@ -51,6 +51,17 @@ fn names(port: u16, n: usize) -> HashMap<String, usize> {
 }
 
 /// A service's backend in the dataplane's `/stats`.
+/// Stops the controlplane with SIGTERM, as systemd does, and waits for it to exit.
+fn stop_controlplane(h: &mut Harness) {
+    h.controlplane.proc.signal(libc::SIGTERM);
+    assert!(
+        h.controlplane
+            .proc
+            .wait_exit(Duration::from_secs(15))
+            .is_some()
+    );
+}
+
 fn backend_stats(h: &mut Harness, service: &str, port: u16) -> serde_json::Value {
     let admin = h.dataplane.admin_address();
     let stats = stats(admin);
@@ -515,13 +526,7 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
     let hash = api.get("/v1/services").1["snapshot"]["hash"].clone();
     assert!(version_of(&drained) > version_of(&registered));
 
-    h.controlplane.proc.signal(libc::SIGTERM);
-    assert!(
-        h.controlplane
-            .proc
-            .wait_exit(Duration::from_secs(15))
-            .is_some()
-    );
+    stop_controlplane(&mut h);
     let services = h.services.path.clone();
     h.controlplane = Controlplane::start(h.path(), &services, LOOPBACK_BACKENDS);
     let api = h.controlplane.api();
@@ -544,13 +549,7 @@ fn api_services_and_overrides_survive_a_controlplane_restart() {
 
     // Registered while loopback backends were allowed; restarted without that: not restored.
     api.ok("GET", &format!("/v1/docker-flow-proxy/reconfigure?serviceName=loop&reqMode=tcp&srcPort={port}&port={}&outboundHostname=127.0.0.1", echo.port()), None);
-    h.controlplane.proc.signal(libc::SIGTERM);
-    assert!(
-        h.controlplane
-            .proc
-            .wait_exit(Duration::from_secs(15))
-            .is_some()
-    );
+    stop_controlplane(&mut h);
     h.controlplane = Controlplane::start(h.path(), &services, &["--listen-address", "127.0.0.1"]);
     let (_, view) = h.controlplane.api().get("/v1/services");
     assert!(

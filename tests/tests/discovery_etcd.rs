@@ -19,6 +19,14 @@ fn local(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// An etcd v3 entry's value: `backend` serving the service on listen port `port`.
+fn v3_value(backend: &NamedBackend, port: u16) -> String {
+    format!(
+        r#"{{"address":"127.0.0.1:{}","port":{port}}}"#,
+        backend.port()
+    )
+}
+
 fn registrator(etcd: &Etcd) -> String {
     format!("etcd://127.0.0.1:{}/services", etcd.client_port)
 }
@@ -93,13 +101,7 @@ fn etcd_v3_instances_appear_and_disappear() {
     let etcd = Etcd::start(dir.path());
     let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
     let port = free_port();
-    let value = |backend: &NamedBackend| {
-        format!(
-            r#"{{"address":"127.0.0.1:{}","port":{port}}}"#,
-            backend.port()
-        )
-    };
-    etcd.v3_put("/ringway/services/web/a", &value(&a));
+    etcd.v3_put("/ringway/services/web/a", &v3_value(&a, port));
     let stack = Stack::start(
         dir.path(),
         &[
@@ -111,7 +113,7 @@ fn etcd_v3_instances_appear_and_disappear() {
     );
     assert_routes(&stack, port, &["a"]);
 
-    etcd.v3_put("/ringway/services/web/b", &value(&b));
+    etcd.v3_put("/ringway/services/web/b", &v3_value(&b, port));
     assert_routes(&stack, port, &["a", "b"]);
     // A malformed value is skipped and keeps nothing else from routing.
     etcd.v3_put("/ringway/services/web/junk", "{\"address\":");
@@ -282,14 +284,8 @@ fn etcd_v3_over_tls_with_a_client_certificate_fails_over_from_a_dead_member() {
     let client = ca.client("ringway");
     let (a, b) = (NamedBackend::start("a"), NamedBackend::start("b"));
     let port = free_port();
-    let value = |backend: &NamedBackend| {
-        format!(
-            r#"{{"address":"127.0.0.1:{}","port":{port}}}"#,
-            backend.port()
-        )
-    };
     // The test writes through etcd's plain port; the controlplane has only the TLS one, after a dead member.
-    etcd.v3_put("/ringway/services/web/a", &value(&a));
+    etcd.v3_put("/ringway/services/web/a", &v3_value(&a, port));
     let members = format!("https://127.0.0.1:{},{}", free_port(), etcd.tls_url());
     let stack = Stack::start(
         dir.path(),
@@ -308,7 +304,7 @@ fn etcd_v3_over_tls_with_a_client_certificate_fails_over_from_a_dead_member() {
     );
     assert_routes(&stack, port, &["a"]);
     // The watch runs over TLS too.
-    etcd.v3_put("/ringway/services/web/b", &value(&b));
+    etcd.v3_put("/ringway/services/web/b", &v3_value(&b, port));
     assert_routes(&stack, port, &["a", "b"]);
     etcd.v3_delete("/ringway/services/web/a");
     assert_routes(&stack, port, &["b"]);

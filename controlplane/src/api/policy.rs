@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use super::dfp::{DfpError, Registration, names};
+use super::dfp::{DfpError, Registration, indexed_name, names};
 
 /// Default of `--api-port-range`: no privileged port.
 pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 1024..=65535;
@@ -61,7 +61,7 @@ impl RegistrationPolicy {
     /// Every destination's `srcPort` is in the range and not reserved.
     pub fn check_ports(&self, registration: &Registration) -> Result<(), DfpError> {
         for destination in &registration.destinations {
-            let field = indexed("srcPort", destination.index);
+            let field = indexed_name("srcPort", destination.index);
             let port = destination.src_port;
             if !self.ports.contains(&port) {
                 return Err(DfpError::bad(
@@ -134,15 +134,6 @@ impl RegistrationPolicy {
             }
         }
         Ok(())
-    }
-}
-
-/// `name` for the unindexed destination, `name.N` for destination N.
-fn indexed(name: &str, index: usize) -> String {
-    if index == 0 {
-        name.to_string()
-    } else {
-        format!("{name}.{index}")
     }
 }
 

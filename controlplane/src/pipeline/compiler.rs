@@ -85,26 +85,19 @@ pub fn per_backend_limit(maxconn: Option<u32>, group_size: NonZeroU32) -> Option
 pub fn compile(catalog: &Catalog, settings: &CompileSettings) -> Result<Compiled, CompileError> {
     let mut services: Vec<&Service> = catalog.services.iter().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    let compiled: Vec<(&Service, Listener, Cluster)> = services
-        .into_iter()
-        .map(|service| {
-            let listener = Listener {
-                name: service.name.clone(),
-                address: service.listen,
-                protocol: Protocol::Tcp,
-                cluster: service.name.clone(),
-            };
-            (service, listener, compile_cluster(service, settings))
-        })
-        .collect();
+    let compile_service = |service: &Service| {
+        let listener = Listener {
+            name: service.name.clone(),
+            address: service.listen,
+            protocol: Protocol::Tcp,
+            cluster: service.name.clone(),
+        };
+        (listener, compile_cluster(service, settings))
+    };
 
-    // The whole snapshot first: the common case costs one validation.
-    let (listeners, clusters) = compiled
-        .iter()
-        .map(|(_, l, c)| (l.clone(), c.clone()))
-        .unzip();
-    let whole = build(listeners, clusters);
-    if let Ok(snapshot) = whole {
+    // The whole snapshot first: the common case compiles and validates once, without copies.
+    let (listeners, clusters) = services.iter().map(|s| compile_service(s)).unzip();
+    if let Ok(snapshot) = build(listeners, clusters) {
         return Ok(Compiled {
             snapshot,
             dropped: Vec::new(),
@@ -112,9 +105,10 @@ pub fn compile(catalog: &Catalog, settings: &CompileSettings) -> Result<Compiled
     }
     // Something is wrong: find the services that are wrong on their own, and compile without them.
     let mut dropped = Vec::new();
-    let mut listeners = Vec::with_capacity(compiled.len());
-    let mut clusters = Vec::with_capacity(compiled.len());
-    for (service, listener, cluster) in compiled {
+    let mut listeners = Vec::with_capacity(services.len());
+    let mut clusters = Vec::with_capacity(services.len());
+    for service in services {
+        let (listener, cluster) = compile_service(service);
         match build(vec![listener.clone()], vec![cluster.clone()]) {
             Ok(_) => {
                 listeners.push(listener);

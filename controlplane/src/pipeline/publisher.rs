@@ -308,9 +308,8 @@ impl Publisher {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{Instance, Service, ServiceMode, ServiceTimeouts};
+    use crate::model::Service;
     use ringway_shared::wire::decode_frame;
-    use ringway_shared::{BackendState, Balance};
     use std::num::NonZeroU32;
 
     pub(crate) fn publisher() -> Publisher {
@@ -321,23 +320,15 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn catalog(weight: u16) -> Catalog {
+        let mut web = Service::for_test(
+            "web",
+            "127.0.0.1:18080".parse().unwrap(),
+            None,
+            ["127.0.0.1:19001".parse().unwrap()],
+        );
+        web.instances[0].weight = weight;
         Catalog {
-            services: vec![Service {
-                name: "web".into(),
-                listen: "127.0.0.1:18080".parse().unwrap(),
-                balance: Balance::RoundRobin,
-                maxconn: None,
-                max_connections: None,
-                timeouts: ServiceTimeouts::default(),
-                mode: ServiceMode::Tcp,
-                vhosts: Vec::new(),
-                instances: vec![Instance {
-                    address: "127.0.0.1:19001".parse().unwrap(),
-                    weight,
-                    maxconn: None,
-                    state: BackendState::Active,
-                }],
-            }],
+            services: vec![web],
         }
     }
 

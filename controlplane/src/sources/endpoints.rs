@@ -1,7 +1,9 @@
 //! Several URLs of one cluster (Marathon's replicas, etcd's members), tried in turn: the one that answered
 //! last first, then the others in the order given. Which one answers is logged when it changes.
 
-use tracing::info;
+use std::fmt::Display;
+
+use tracing::{debug, info};
 
 /// Base URLs (`https://host:port`, no trailing slash) and the one to try first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,35 @@ impl Endpoints {
             self.preferred = index;
         }
     }
+}
+
+/// Tries `attempt` on each of `attempts` (from [`Endpoints::attempts`]) in turn until one answers: an
+/// error `fails_over` accepts (a connect error, a timeout, a 5xx) moves on to the next endpoint, any other
+/// is the cluster's answer and is returned at once. Returns the index that answered (for
+/// [`Endpoints::answered`]) with its result; when every endpoint failed over, `all_failed` of their
+/// errors, in the order tried.
+pub async fn first_answer<T, E, Fut>(
+    attempts: Vec<(usize, String)>,
+    mut attempt: impl FnMut(usize, String) -> Fut,
+    fails_over: impl Fn(&E) -> bool,
+    all_failed: impl FnOnce(String) -> E,
+) -> Result<(usize, T), E>
+where
+    E: Display,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut errors = Vec::new();
+    for (index, url) in attempts {
+        match attempt(index, url).await {
+            Ok(answer) => return Ok((index, answer)),
+            Err(e) if fails_over(&e) => {
+                debug!("endpoint failed, trying the next: {e}");
+                errors.push(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(all_failed(errors.join("; ")))
 }
 
 #[cfg(test)]

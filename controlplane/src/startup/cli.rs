@@ -23,7 +23,7 @@ use crate::startup::api_args::{ApiArgs, ApiArgsError};
 use crate::startup::config::{ApiToken, Config, DEFAULT_SOCKET};
 use crate::startup::logging::LogFormat;
 use crate::startup::source_args::SourceSecurityArgs;
-use crate::startup::supervisor_args::SupervisorArgs;
+use crate::startup::supervisor_args::{SupervisorArgs, parse_duration};
 
 /// Default of `--api-state-file`: beside the dataplane's state file, in the units' `StateDirectory=`.
 pub const DEFAULT_API_STATE_FILE: &str = "/var/lib/ringway/api-state.json";
@@ -190,24 +190,6 @@ pub enum CliError {
     Api(String),
     #[error(transparent)]
     ApiArgs(#[from] ApiArgsError),
-}
-
-/// `250ms`, `30s`, `2m`, or a bare number of seconds (proxymatic's `REFRESH_INTERVAL=60`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 60s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
-    }
 }
 
 /// Every URL of `flag` must be http:// or https://; a URL in an error never shows its credentials.

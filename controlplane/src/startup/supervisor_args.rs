@@ -161,8 +161,9 @@ fn check_executable(path: &Path) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Parses `250ms`, `30s`, `2m` or a bare number of seconds: the dataplane's duration syntax, so the two
-/// binaries' variables in one environment file read alike.
+/// Parses `250ms`, `30s`, `2m` or a bare number of seconds (proxymatic's `REFRESH_INTERVAL=60`): the
+/// dataplane's duration syntax, so the two binaries' variables in one environment file read alike. Every
+/// duration flag of the controlplane uses it.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {

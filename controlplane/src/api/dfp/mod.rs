@@ -124,7 +124,7 @@ impl Params {
     /// came from, for error messages.
     fn indexed(&self, name: &str, index: usize) -> Option<(String, &str)> {
         if index > 0 {
-            let key = format!("{name}.{index}");
+            let key = indexed_name(name, index);
             if let Some(v) = self.get(&key) {
                 return Some((key, v));
             }
@@ -146,18 +146,23 @@ impl Params {
 
     /// docker-flow-proxy's `isServiceDestValid`: the exact key of the index only.
     fn has_destination(&self, index: usize) -> bool {
-        let suffix = if index > 0 {
-            format!(".{index}")
-        } else {
-            String::new()
-        };
         ["servicePath", "port", "serviceDomain"]
             .iter()
-            .any(|p| self.get(&format!("{p}{suffix}")).is_some())
+            .any(|p| self.get(&indexed_name(p, index)).is_some())
     }
 
     pub fn service_name(&self) -> Option<&str> {
         self.get("serviceName")
+    }
+}
+
+/// docker-flow-proxy's name of a parameter of destination `index`: `name` for the unindexed destination,
+/// `name.N` for destination N.
+pub fn indexed_name(name: &str, index: usize) -> String {
+    if index == 0 {
+        name.to_string()
+    } else {
+        format!("{name}.{index}")
     }
 }
 

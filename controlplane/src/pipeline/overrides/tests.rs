@@ -1,34 +1,14 @@
 use super::*;
-use crate::model::{Instance, ServiceMode, ServiceTimeouts};
-use ringway_shared::Balance;
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 fn catalog() -> Catalog {
-    let instance = |port, state| Instance {
-        address: addr(port),
-        weight: 500,
-        maxconn: None,
-        state,
-    };
+    let mut web = Service::for_test("web", addr(80), None, [addr(1), addr(2), addr(3)]);
+    web.instances[2].state = BackendState::Draining;
     Catalog {
-        services: vec![Service {
-            name: "web".into(),
-            listen: addr(80),
-            balance: Balance::RoundRobin,
-            maxconn: None,
-            max_connections: None,
-            timeouts: ServiceTimeouts::default(),
-            mode: ServiceMode::Tcp,
-            vhosts: Vec::new(),
-            instances: vec![
-                instance(1, BackendState::Active),
-                instance(2, BackendState::Active),
-                instance(3, BackendState::Draining),
-            ],
-        }],
+        services: vec![web],
     }
 }
 

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -68,24 +69,23 @@ pub struct Answer<T> {
 }
 
 /// Follows one blocking endpoint (`path` under the agent) until `reports` closes. Every answer whose index
-/// moved, whose body changed, or that comes after `refresh`, is parsed and sent; a failure is sent too,
-/// after a backoff, and starts the loop over from index 0.
-pub async fn blocking_loop<T, R>(
+/// moved, whose body changed, or that comes after `refresh`, is parsed (JSON) and sent; a failure is sent
+/// too, after a backoff, and starts the loop over from index 0.
+pub async fn blocking_loop<T: DeserializeOwned, R>(
     agent: Agent,
     path: &'static str,
     refresh: Duration,
-    parse: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
     wrap: impl Fn(Result<Answer<T>, ConsulError>) -> R,
     reports: mpsc::Sender<R>,
 ) {
     let url = format!("{}{path}", agent.url);
+    let separator = if url.contains('?') { '&' } else { '?' };
     let mut index = 0u64;
     let mut last_body: Option<Vec<u8>> = None;
     let mut refresh_at = Instant::now() + refresh;
     let mut backoff = Backoff::default();
     loop {
         let started = Instant::now();
-        let separator = if url.contains('?') { '&' } else { '?' };
         let request = format!("{url}{separator}index={index}&wait={}s", WAIT.as_secs());
         let report = match get(&agent, &request, blocking_timeout()).await {
             Ok((body, received)) => {
@@ -100,7 +100,7 @@ pub async fn blocking_loop<T, R>(
                     if refresh_due {
                         refresh_at = Instant::now() + refresh;
                     }
-                    match parse(&body) {
+                    match serde_json::from_slice(&body) {
                         Ok(value) => {
                             last_body = Some(body);
                             Some(wrap(Ok(Answer {

@@ -47,7 +47,7 @@ use crate::sources::client::{ClientError, Redirects, TlsFiles, error_chain, http
 use crate::sources::discovery::{
     Backoff, Candidate, DiscoveryOptions, discovered_service, split_port_suffix,
 };
-use crate::sources::endpoints::Endpoints;
+use crate::sources::endpoints::{Endpoints, first_answer};
 use crate::sources::labels::{Labels, group_accepts, port_settings};
 use crate::sources::resolve::Resolver;
 
@@ -240,22 +240,16 @@ impl EtcdV3 {
 
     /// A range over the prefix from the first member that answers.
     async fn range(&self) -> Result<(BTreeMap<String, String>, u64), EtcdV3Error> {
-        let order = self.endpoints().attempts();
-        let mut errors = Vec::new();
-        for (i, base) in order {
-            match self.range_from(&base).await {
-                Ok(range) => {
-                    self.endpoints().answered(i);
-                    return self.decode_range(&range);
-                }
-                Err(e @ EtcdV3Error::Request { .. }) => errors.push(e.to_string()),
-                Err(e @ EtcdV3Error::Status { status, .. }) if status.is_server_error() => {
-                    errors.push(e.to_string());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(EtcdV3Error::AllEndpointsFailed(errors.join("; ")))
+        let attempts = self.endpoints().attempts();
+        let (i, range) = first_answer(
+            attempts,
+            |_, base| async move { self.range_from(&base).await },
+            fails_over,
+            EtcdV3Error::AllEndpointsFailed,
+        )
+        .await?;
+        self.endpoints().answered(i);
+        self.decode_range(&range)
     }
 
     async fn range_from(&self, base: &str) -> Result<Vec<u8>, EtcdV3Error> {
@@ -486,6 +480,15 @@ impl EtcdV3 {
         notes.merges(&merged.notes);
         notes.finish();
         (merged.catalog, resolution.degraded_reason())
+    }
+}
+
+/// Connect errors, timeouts and 5xx move on to the next member; anything else is an answer.
+fn fails_over(error: &EtcdV3Error) -> bool {
+    match error {
+        EtcdV3Error::Request { .. } => true,
+        EtcdV3Error::Status { status, .. } => status.is_server_error(),
+        _ => false,
     }
 }
 

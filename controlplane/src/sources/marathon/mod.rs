@@ -35,7 +35,7 @@ use crate::sources::SourceHandle;
 use crate::sources::checks::Notes;
 use crate::sources::client::{ClientError, Redirects, TlsFiles, error_chain, http_client};
 use crate::sources::discovery::{Backoff, DiscoveryOptions};
-use crate::sources::endpoints::Endpoints;
+use crate::sources::endpoints::{Endpoints, first_answer};
 use crate::sources::resolve::Resolver;
 use crate::sources::secret::{Credentials, SecretError, split_credentials};
 
@@ -219,57 +219,54 @@ impl Marathon {
         if self.replicas.is_empty() {
             return Err(MarathonError::NoReplica);
         }
-        let mut errors = Vec::new();
-        for i in self.endpoints.order() {
-            let replica = &self.replicas[i];
-            let url = format!("{}{APPS_PATH}", replica.url);
-            match self.fetch_from(replica, &url).await {
-                Ok(body) => {
-                    self.endpoints.answered(i);
-                    let apps = apps::parse_apps(&body, &mut self.notes)
-                        .map_err(|source| MarathonError::Apps { url, source })?;
-                    let resolution = self.resolver.resolve(apps::hosts_to_resolve(&apps)).await;
-                    let catalog = apps::catalog(
-                        &apps,
-                        &self.options,
-                        &resolution.hosts,
-                        &mut self.routed,
-                        &mut self.notes,
-                    );
-                    return Ok((catalog, resolution.degraded_reason()));
-                }
-                Err(e) if fails_over(&e) => {
-                    debug!("Marathon replica failed, trying the next: {e}");
-                    errors.push(e.to_string());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(MarathonError::AllReplicasFailed(errors.join("; ")))
+        let (i, body) = first_answer(
+            self.endpoints.attempts(),
+            |i, _| self.fetch_from(&self.replicas[i]),
+            fails_over,
+            MarathonError::AllReplicasFailed,
+        )
+        .await?;
+        self.endpoints.answered(i);
+        let apps =
+            apps::parse_apps(&body, &mut self.notes).map_err(|source| MarathonError::Apps {
+                url: apps_url(&self.replicas[i]),
+                source,
+            })?;
+        let resolution = self.resolver.resolve(apps::hosts_to_resolve(&apps)).await;
+        let catalog = apps::catalog(
+            &apps,
+            &self.options,
+            &resolution.hosts,
+            &mut self.routed,
+            &mut self.notes,
+        );
+        Ok((catalog, resolution.degraded_reason()))
     }
 
-    async fn fetch_from(&self, replica: &Replica, url: &str) -> Result<Vec<u8>, MarathonError> {
+    async fn fetch_from(&self, replica: &Replica) -> Result<Vec<u8>, MarathonError> {
+        let url = apps_url(replica);
         let response = get(
             &self.client,
             replica,
-            url,
+            &url,
             "application/json",
             Some(REQUEST_TIMEOUT),
         )
         .await?;
         let status = response.status();
         if !status.is_success() {
-            return Err(MarathonError::Status {
-                url: url.to_string(),
-                status,
-            });
+            return Err(MarathonError::Status { url, status });
         }
         let body = response.bytes().await.map_err(|e| MarathonError::Request {
-            url: url.to_string(),
+            url,
             detail: error_chain(&e),
         })?;
         Ok(body.to_vec())
     }
+}
+
+fn apps_url(replica: &Replica) -> String {
+    format!("{}{APPS_PATH}", replica.url)
 }
 
 /// Connect errors, timeouts and 5xx move on to the next replica; anything else is an answer.

@@ -35,7 +35,7 @@ use crate::sources::client::{ClientError, Redirects, TlsFiles, error_chain, http
 use crate::sources::discovery::{
     Backoff, Candidate, DiscoveryOptions, discovered_service, split_port_suffix,
 };
-use crate::sources::endpoints::Endpoints;
+use crate::sources::endpoints::{Endpoints, first_answer};
 use crate::sources::labels::{Labels, port_settings};
 use crate::sources::resolve::Resolver;
 use crate::sources::secret::without_userinfo;
@@ -385,25 +385,16 @@ impl Registrator {
 
     /// A recursive read from the first endpoint that answers: the catalog and the index it reflects.
     async fn read(&self) -> Result<Read, RegistratorError> {
-        let order = self.endpoints().attempts();
-        let mut errors = Vec::new();
-        for (i, base) in order {
-            match self.read_from(&base).await {
-                Ok(read) => {
-                    self.endpoints().answered(i);
-                    return Ok(read);
-                }
-                Err(e @ RegistratorError::Request { .. }) => errors.push(e.to_string()),
-                Err(e @ RegistratorError::Status { status, .. }) if status.is_server_error() => {
-                    errors.push(e.to_string());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        match errors.len() {
-            1 => Err(RegistratorError::AllEndpointsFailed(errors.remove(0))),
-            _ => Err(RegistratorError::AllEndpointsFailed(errors.join("; "))),
-        }
+        let attempts = self.endpoints().attempts();
+        let (i, read) = first_answer(
+            attempts,
+            |_, base| async move { self.read_from(&base).await },
+            fails_over,
+            RegistratorError::AllEndpointsFailed,
+        )
+        .await?;
+        self.endpoints().answered(i);
+        Ok(read)
     }
 
     async fn read_from(&self, base: &str) -> Result<Read, RegistratorError> {
@@ -492,6 +483,15 @@ impl Registrator {
             return Ok(Watched::Nothing);
         }
         Ok(Watched::Changed)
+    }
+}
+
+/// Connect errors, timeouts and 5xx move on to the next endpoint; anything else is an answer.
+fn fails_over(error: &RegistratorError) -> bool {
+    match error {
+        RegistratorError::Request { .. } => true,
+        RegistratorError::Status { status, .. } => status.is_server_error(),
+        _ => false,
     }
 }
 
