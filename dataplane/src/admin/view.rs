@@ -193,7 +193,9 @@ impl StatsView {
                 .map(|l| ListenerView {
                     name: l.name.clone(),
                     address: l.address.to_string(),
-                    service: table.clusters[l.cluster].name.clone(),
+                    service: l
+                        .tcp_cluster()
+                        .map_or_else(|| "http".to_string(), |c| table.clusters[c].name.clone()),
                     state: "listening",
                     error: None,
                 })

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use ringway_shared::{BackendState, Balance, ListenerFailure, Snapshot, Timeouts};
 
+use super::http::{HttpRoutes, PoolLimits};
 use super::listeners::{ListenerError, ListenerSockets};
 use super::slots::{BackendSlot, ClusterSlot};
 use super::wake::Wakers;
@@ -54,14 +55,40 @@ impl RoutingTable {
     }
 }
 
-/// A listening address and the cluster its connections go to.
+/// A listening address and where its connections go.
 #[derive(Debug)]
 pub struct ListenerRoute {
     pub name: String,
     pub address: SocketAddr,
-    /// Index into [`RoutingTable::clusters`].
-    pub cluster: usize,
+    pub kind: ListenerKind,
     pub sockets: Arc<ListenerSockets>,
+}
+
+/// What a listener does with its connections.
+#[derive(Debug)]
+pub enum ListenerKind {
+    /// Every connection goes to this cluster (an index into [`RoutingTable::clusters`]).
+    Tcp { cluster: usize },
+    /// Each request is routed by its host, path or header to a cluster of the table.
+    Http(Box<HttpRoutes>),
+}
+
+impl ListenerRoute {
+    /// The cluster of a TCP listener.
+    pub fn tcp_cluster(&self) -> Option<usize> {
+        match self.kind {
+            ListenerKind::Tcp { cluster } => Some(cluster),
+            ListenerKind::Http(_) => None,
+        }
+    }
+
+    /// The routes of an HTTP listener.
+    pub fn http(&self) -> Option<&HttpRoutes> {
+        match &self.kind {
+            ListenerKind::Http(routes) => Some(routes),
+            ListenerKind::Tcp { .. } => None,
+        }
+    }
 }
 
 /// A cluster at one version.
@@ -72,6 +99,8 @@ pub struct ClusterRoute {
     pub timeouts: Timeouts,
     pub slot: Arc<ClusterSlot>,
     pub backends: Vec<RouteBackend>,
+    /// HTTP: the per-worker pool of idle backend connections.
+    pub pool: PoolLimits,
 }
 
 impl ClusterRoute {
@@ -184,7 +213,7 @@ impl TableBuilder {
             listeners.push(ListenerRoute {
                 name: listener.name.clone(),
                 address: listener.address,
-                cluster,
+                kind: ListenerKind::Tcp { cluster },
                 sockets: Arc::clone(sockets),
             });
         }
@@ -239,6 +268,7 @@ impl TableBuilder {
                 timeouts: cluster.timeouts,
                 slot: Arc::clone(&slot),
                 backends: route_backends,
+                pool: PoolLimits::default(),
             });
             routes.push(Arc::clone(&route));
             entries.insert(
