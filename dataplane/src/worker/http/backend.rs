@@ -360,7 +360,11 @@ impl Worker {
                     b.recv = Recv::Off;
                 }
                 if result == -libc::ENOBUFS || result == -libc::ECANCELED || b.closing {
-                    return self.reconcile_backend((bi, bg));
+                    // The owner may be waiting for this receive to stop (a tunnel hand-over).
+                    return match b.owner {
+                        Some(owner) if !b.closing => self.reconcile_session(owner),
+                        _ => self.reconcile_backend((bi, bg)),
+                    };
                 }
                 if result == 0 {
                     b.eof = true;

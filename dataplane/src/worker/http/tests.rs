@@ -158,3 +158,132 @@ fn requests_on_one_connection_are_routed_by_host_and_reuse_pooled_backend_connec
     drop(client);
     t.turn_until("the session ends", |w| w.http.sessions.is_empty());
 }
+
+/// A backend that answers its first request head with a `101` and then echoes raw bytes.
+fn upgrading_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                let early = buf.split_off(at + 4);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+                );
+                let _ = stream.write_all(&early);
+                loop {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&chunk[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+/// Reads exactly `n` bytes from a non-blocking client, turning the worker meanwhile.
+fn read_exact(t: &mut TestWorker, client: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let what = format!("{n} bytes arrive");
+    t.turn_until(&what, |_| {
+        if let Ok(k) = client.read(&mut chunk) {
+            got.extend_from_slice(&chunk[..k]);
+        }
+        got.len() >= n
+    });
+    got
+}
+
+#[test]
+fn an_upgraded_connection_becomes_a_tunnel_with_the_lease_and_echoes_both_ways() {
+    let backend = upgrading_backend();
+    let clusters = vec![route(&[backend], 100, Timeouts::default())];
+    let specs = vec![RouteSpec::new("ws", &[], &[], PathMatch::Prefix, 0)];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let mut client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+    let head = b"HTTP/1.1 101 Switching Protocols\r\n";
+    let got = read_exact(&mut t, &mut client, head.len());
+    assert_eq!(&got[..head.len()], head);
+    t.turn_until("the session became a tunnel", |w| {
+        w.http.sessions.is_empty() && w.conns.len() == 1
+    });
+    let route = &t.worker.table.clusters[0];
+    assert_eq!(
+        route.backends[0].slot.active(),
+        1,
+        "the tunnel holds the lease"
+    );
+    assert_eq!(got.len(), 77, "nothing after the 101 head yet");
+    for round in 0..3u8 {
+        let message = vec![b'a' + round; 10_000];
+        client.write_all(&message).unwrap_or_else(|_| {
+            // Non-blocking: write what fits, turning the worker.
+            panic!("the test's message should fit the socket buffers")
+        });
+        let echoed = read_exact(&mut t, &mut client, message.len());
+        assert_eq!(echoed, message, "round {round}");
+    }
+    drop(client);
+    t.turn_until("the tunnel ends", |w| w.conns.is_empty());
+    assert_eq!(
+        t.worker.table.clusters[0].backends[0].slot.active(),
+        0,
+        "and its lease went back"
+    );
+}
+
+#[test]
+fn a_refused_connect_is_502_and_no_backend_is_503() {
+    let refused = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let clusters = vec![
+        route(&[refused], 100, Timeouts::default()),
+        route(&[], 100, Timeouts::default()),
+    ];
+    let specs = vec![
+        RouteSpec::new("down", &[], &["/down"], PathMatch::Prefix, 0),
+        RouteSpec::new("empty", &[], &["/empty"], PathMatch::Prefix, 1),
+    ];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    for (path, expected) in [
+        ("/down", "HTTP/1.1 502 Bad Gateway"),
+        ("/empty", "HTTP/1.1 503 Service Unavailable"),
+    ] {
+        let mut client = TcpStream::connect(address).unwrap();
+        client.set_nonblocking(true).unwrap();
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let (status, _) = response(&mut t, &mut client);
+        assert_eq!(status, expected);
+    }
+    t.turn_until("every session ends", |w| w.http.is_empty());
+    assert_eq!(t.worker.table.clusters[0].backends[0].slot.active(), 0);
+}
