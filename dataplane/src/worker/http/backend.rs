@@ -64,6 +64,7 @@ impl Worker {
                     let s = self.http.sessions.get_mut(handle.0, handle.1)?;
                     s.backend = Some(pooled);
                     s.wait = Wait::None;
+                    self.stats.http_reused.inc();
                     return Some(Event::BackendReady { reused: true });
                 }
                 self.connect_backend(handle, slot, &route)

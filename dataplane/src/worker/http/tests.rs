@@ -155,6 +155,23 @@ fn requests_on_one_connection_are_routed_by_host_and_reuse_pooled_backend_connec
     );
     assert_eq!(b_conns.load(Ordering::SeqCst), 1);
     assert_eq!(t.worker.stats.http_requests.get(), 5);
+    let alpha = &t.worker.table.clusters[0];
+    assert_eq!(
+        alpha.slot.http().classes(),
+        [0, 2, 0, 0, 0],
+        "counted per service"
+    );
+    assert_eq!(
+        alpha.backends[0].slot.http().classes(),
+        [0, 2, 0, 0, 0],
+        "and per backend"
+    );
+    assert_eq!(
+        t.worker.stats.http_unrouted.classes(),
+        [0, 0, 0, 1, 0],
+        "the 404 has no service"
+    );
+    assert_eq!(t.worker.stats.http_reused.get(), 2);
     drop(client);
     t.turn_until("the session ends", |w| w.http.sessions.is_empty());
 }
