@@ -208,7 +208,7 @@ impl Worker {
     /// One turn of the loop: submit and wait, handle completions, run what yielded, expire timers, serve
     /// the queue. Returns true once the worker has drained and may exit.
     fn turn(&mut self, completions: &mut Vec<Completion>) -> std::io::Result<bool> {
-        let wait = if self.ready.is_empty() {
+        let wait = if self.ready.is_empty() && self.http.ready.is_empty() {
             Some(self.wait_time())
         } else {
             Some(Duration::ZERO)
@@ -221,6 +221,7 @@ impl Worker {
             self.on_completion(*completion);
         }
         self.run_ready();
+        self.run_http_ready();
         self.expire_timers();
         self.expire_http_timers();
         self.compact_timers();
@@ -303,6 +304,7 @@ impl Worker {
             OpKind::Accept => self.on_accept(completion),
             OpKind::Cancel => {}
             OpKind::ClientRecv | OpKind::ClientSend => self.on_session_completion(completion),
+            OpKind::HttpSpliceUp | OpKind::HttpSpliceDown => self.on_splice_poll(completion),
             OpKind::BackendConnect
             | OpKind::BackendConnectTimeout
             | OpKind::BackendRecv

@@ -15,6 +15,7 @@ use crate::worker::balance::Tried;
 use crate::worker::ring::{Completion, OpKind, Ring, UserData};
 
 use super::slab::Slab;
+use super::splice::SpliceFlow;
 use super::{ClientSession, End, Outbox, Recv, Wait};
 
 /// Hands `event` to session `(index, generation)` with the router of its (refreshed) table. Free of
@@ -63,9 +64,14 @@ pub(super) fn flush(ring: &mut Ring, fd: &OwnedFd, out: &mut Outbox, op: UserDat
     }
 }
 
-/// Whether a read mode wants a receive armed (a splice is served by the buffered path).
-pub(super) fn reading(read: Read) -> bool {
-    matches!(read, Read::Buffered | Read::Splice(_))
+/// Whether a read mode wants a receive armed: buffered, or a splice that got no pipe (served by the
+/// buffered path instead).
+pub(super) fn reading(read: Read, flow: &SpliceFlow) -> bool {
+    match read {
+        Read::Buffered => true,
+        Read::Splice(_) => flow.pipe.is_none(),
+        Read::Paused => false,
+    }
 }
 
 impl Worker {
@@ -118,6 +124,7 @@ impl Worker {
             request_started_ms: self.now_ms,
             end: End::Open,
             linger_until_ms: 0,
+            splice: Default::default(),
         };
         let handle = self.http.sessions.insert(session);
         self.stats
@@ -207,13 +214,14 @@ impl Worker {
     /// Matches the session's receives, sends and timer to what it wants now.
     pub(super) fn reconcile_session(&mut self, handle: (u32, u32)) {
         let (index, generation) = handle;
+        self.prepare_splices(handle);
         let Some(s) = self.http.sessions.get_mut(index, generation) else {
             return;
         };
         let recv_op = UserData::new(OpKind::ClientRecv, index, generation);
         let send_op = UserData::new(OpKind::ClientSend, index, generation);
         let want_client = match s.end {
-            End::Open => !s.eof && reading(s.http.client_read()),
+            End::Open => !s.eof && reading(s.http.client_read(), &s.splice[0]),
             End::Closing { linger, shut } => linger && shut && !s.eof,
             End::Tunnel => false,
         };
@@ -225,7 +233,10 @@ impl Worker {
             self.reconcile_backend((bi, bg));
         }
         match end {
-            End::Open => self.schedule_session_timer(handle),
+            End::Open => {
+                self.run_splices(handle);
+                self.schedule_session_timer(handle);
+            }
             End::Closing { .. } => self.continue_closing(handle),
             End::Tunnel => self.try_tunnel(handle),
         }
@@ -236,7 +247,7 @@ impl Worker {
         self.http
             .sessions
             .get(owner.0, owner.1)
-            .is_some_and(|s| s.end == End::Open && reading(s.http.backend_read()))
+            .is_some_and(|s| s.end == End::Open && reading(s.http.backend_read(), &s.splice[1]))
     }
 
     /// A completion of a client session's receive or send.

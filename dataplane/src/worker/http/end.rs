@@ -146,6 +146,10 @@ impl Worker {
         }
         let op = UserData::new(OpKind::ClientRecv, handle.0, handle.1);
         steer(&mut self.ring, &s.fd, &mut s.recv, false, op);
+        self.stop_splices(handle);
+        let Some(s) = self.http.sessions.get(handle.0, handle.1) else {
+            return;
+        };
         if s.quiet() {
             self.free_session(handle);
         }

@@ -15,14 +15,13 @@
 //! connection keeps its receive armed, so a backend that closes it (or sends anything) while it is
 //! idle is noticed at once and the connection discarded, with no syscall at reuse.
 //!
-//! A body the session asks to splice ([`Read::Splice`](crate::http::session::Read)) is received
-//! and sent through the buffered path like any other bytes (the session accepts that); splicing it
-//! is left for later.
+//! - `splice`: bodies the session asks to splice ([`Read::Splice`](crate::http::session::Read)).
 
 mod backend;
 mod drive;
 mod end;
 pub mod slab;
+mod splice;
 #[cfg(test)]
 mod tests;
 
@@ -169,6 +168,8 @@ pub struct ClientSession {
     pub request_started_ms: u64,
     pub end: End,
     pub linger_until_ms: u64,
+    /// Spliced bodies: client to backend, backend to client.
+    pub splice: [splice::SpliceFlow; 2],
 }
 
 impl ClientSession {
@@ -189,7 +190,7 @@ impl ClientSession {
 
     /// No op of this session is in the ring.
     fn quiet(&self) -> bool {
-        self.recv == Recv::Off && !self.out.in_flight()
+        self.recv == Recv::Off && !self.out.in_flight() && !self.splice.iter().any(|f| f.polling)
     }
 }
 
@@ -235,6 +236,8 @@ pub struct HttpPath {
     pub backend_timers: Timers,
     /// The actions of one `handle` call (reused).
     pub actions: Vec<Action>,
+    /// Sessions whose spliced body spent its turn's budget.
+    pub ready: Vec<(u32, u32)>,
 }
 
 impl HttpPath {
