@@ -55,6 +55,15 @@ fn install(
     clusters: Vec<Arc<ClusterRoute>>,
     specs: Vec<RouteSpec>,
 ) -> SocketAddr {
+    install_with(t, clusters, specs, HttpLimits::default())
+}
+
+fn install_with(
+    t: &mut TestWorker,
+    clusters: Vec<Arc<ClusterRoute>>,
+    specs: Vec<RouteSpec>,
+    limits: HttpLimits,
+) -> SocketAddr {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -62,7 +71,7 @@ fn install(
         .port();
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let sockets = Arc::new(ListenerSockets::bind(address, 1).unwrap());
-    let http = routes::build(address, HttpLimits::default(), specs).unwrap();
+    let http = routes::build(address, limits, specs).unwrap();
     let snapshot = Snapshot::empty();
     let table = RoutingTable {
         version: 1,
@@ -408,4 +417,127 @@ fn a_large_body_is_spliced_both_ways_byte_exact_and_the_connection_stays_usable(
         t.worker.pools.pipes.idle() >= 1,
         "the body moved through a pipe, given back after"
     );
+}
+
+/// A backend that answers one request per connection and then closes it (without saying so).
+fn one_shot_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    (address, accepted)
+}
+
+#[test]
+fn a_pooled_connection_the_backend_closed_is_not_used_again() {
+    let (backend, accepted) = one_shot_backend();
+    let clusters = vec![route(&[backend], 100, Timeouts::default())];
+    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let mut client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    for round in 1..=3 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (status, body) = response(&mut t, &mut client);
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "ok"),
+            "round {round}"
+        );
+        t.turn_until("the closed pooled connection is discarded", |w| {
+            w.http.backends.is_empty()
+        });
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn a_slow_request_head_gets_408_and_an_idle_connection_closes_silently() {
+    let (backend, _) = backend("alpha");
+    let clusters = vec![route(&[backend], 100, Timeouts::default())];
+    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
+    let limits = HttpLimits {
+        request_head_ms: 200,
+        keepalive_ms: 200,
+        ..HttpLimits::default()
+    };
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install_with(&mut t, clusters, specs, limits);
+    let mut slow = TcpStream::connect(address).unwrap();
+    slow.set_nonblocking(true).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+        .unwrap();
+    let (status, _) = response(&mut t, &mut slow);
+    assert_eq!(status, "HTTP/1.1 408 Request Timeout");
+    let mut idle = TcpStream::connect(address).unwrap();
+    idle.set_nonblocking(true).unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    response(&mut t, &mut idle);
+    let mut byte = [0u8; 1];
+    t.turn_until("the idle keep-alive connection is closed", |_| {
+        matches!(idle.read(&mut byte), Ok(0))
+    });
+    t.turn_until("every session ends", |w| w.http.sessions.is_empty());
+}
+
+#[test]
+fn a_request_waits_for_a_free_backend_slot_and_gets_503_after_the_queue_timeout() {
+    let (backend, _) = backend("alpha");
+    let timeouts = Timeouts {
+        queue_ms: 300,
+        ..Timeouts::default()
+    };
+    let clusters = vec![route(&[backend], 1, timeouts)];
+    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let route = Arc::clone(&t.worker.table.clusters[0]);
+    let held = crate::routing::Lease::acquire(&route.slot, &route.backends[0].slot).unwrap();
+    let mut client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    t.turn_until("the request is queued", |_| route.slot.waiters() == 1);
+    drop(held);
+    // A worker's release wakes the waiting workers through their eventfds; this one is turned by hand.
+    t.worker.queue_dirty = true;
+    let (status, body) = response(&mut t, &mut client);
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "alpha")
+    );
+    assert_eq!(route.slot.waiters(), 0);
+    assert_eq!(
+        route.slot.active(),
+        0,
+        "the request's lease ended with its response"
+    );
+
+    let _held = crate::routing::Lease::acquire(&route.slot, &route.backends[0].slot).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let (status, _) = response(&mut t, &mut client);
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert_eq!(route.slot.waiters(), 0, "it left the queue exactly once");
 }
