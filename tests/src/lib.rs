@@ -17,6 +17,7 @@ pub mod harness;
 pub mod help;
 pub mod http;
 pub mod http_backend;
+pub mod http_client;
 pub mod load;
 pub mod net;
 pub mod observe;
