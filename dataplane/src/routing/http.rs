@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use ringway_shared::{self as model, Snapshot};
+
 use crate::http::router::{self, RouteSpec, Router};
 
 /// Limits and timeouts of one HTTP listener (those that apply before a route is known).
@@ -95,13 +97,58 @@ pub fn build(
     })
 }
 
-/// The route specs of every HTTP listener, by address, from `(listener, spec)` pairs.
-pub fn group_by_listener(
-    specs: impl IntoIterator<Item = (SocketAddr, RouteSpec)>,
-) -> HashMap<SocketAddr, Vec<RouteSpec>> {
+/// The snapshot's routes as router specs, grouped by listener address, each pointing at its cluster's
+/// index in the table.
+pub fn route_specs(
+    snapshot: &Snapshot,
+    clusters: &HashMap<&str, usize>,
+) -> Result<HashMap<SocketAddr, Vec<RouteSpec>>, HttpRoutesError> {
     let mut by_listener: HashMap<SocketAddr, Vec<RouteSpec>> = HashMap::new();
-    for (listener, spec) in specs {
-        by_listener.entry(listener).or_default().push(spec);
+    for route in &snapshot.routes {
+        let target = *clusters.get(route.cluster.as_str()).ok_or_else(|| {
+            HttpRoutesError::MissingCluster {
+                route: route.name.clone(),
+                cluster: route.cluster.clone(),
+            }
+        })?;
+        by_listener
+            .entry(route.listener)
+            .or_default()
+            .push(RouteSpec {
+                name: route.name.clone(),
+                hosts: route.hosts.clone(),
+                paths: route.paths.clone(),
+                path_match: match route.path_match {
+                    model::PathMatch::Prefix => router::PathMatch::Prefix,
+                    model::PathMatch::Exact => router::PathMatch::Exact,
+                    model::PathMatch::Regex => router::PathMatch::Regex,
+                },
+                header: route.header.as_ref().map(|h| router::HeaderMatch {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                }),
+                target,
+            });
     }
-    by_listener
+    Ok(by_listener)
+}
+
+impl From<&model::HttpListener> for HttpLimits {
+    fn from(http: &model::HttpListener) -> Self {
+        Self {
+            max_header_bytes: http.max_header_bytes,
+            max_headers: http.max_headers,
+            request_head_ms: http.request_head_ms,
+            keepalive_ms: http.keepalive_ms,
+        }
+    }
+}
+
+impl From<&model::ClusterHttp> for PoolLimits {
+    fn from(http: &model::ClusterHttp) -> Self {
+        Self {
+            idle_ms: http.pool_idle_ms,
+            max_idle: http.pool_max_idle,
+        }
+    }
 }

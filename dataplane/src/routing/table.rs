@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ringway_shared::{BackendState, Balance, ListenerFailure, Snapshot, Timeouts};
 
-use super::http::{HttpRoutes, PoolLimits};
+use super::http::{HttpLimits, HttpRoutes, HttpRoutesError, PoolLimits};
 use super::listeners::{ListenerError, ListenerSockets};
 use super::slots::{BackendSlot, ClusterSlot};
 use super::wake::Wakers;
@@ -125,6 +125,9 @@ pub struct RouteBackend {
 pub enum BuildError {
     #[error("snapshot refers to cluster {0:?}, which it does not define")]
     MissingCluster(String),
+    /// An HTTP listener's routes cannot be built (a regex that does not compile, names the route).
+    #[error(transparent)]
+    Http(#[from] HttpRoutesError),
 }
 
 /// What persists of one cluster across versions: its slot and its backends' slots, in snapshot order.
@@ -202,18 +205,30 @@ impl TableBuilder {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
+        let mut http_specs = super::http::route_specs(&snapshot, &cluster_index)?;
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
-            let cluster = *cluster_index
-                .get(listener.cluster.as_str())
-                .ok_or_else(|| BuildError::MissingCluster(listener.cluster.clone()))?;
+            let kind = match &listener.http {
+                None => {
+                    let name = listener.cluster.as_deref().unwrap_or_default();
+                    let cluster = *cluster_index
+                        .get(name)
+                        .ok_or_else(|| BuildError::MissingCluster(name.to_string()))?;
+                    ListenerKind::Tcp { cluster }
+                }
+                Some(http) => ListenerKind::Http(Box::new(super::http::build(
+                    listener.address,
+                    HttpLimits::from(http),
+                    http_specs.remove(&listener.address).unwrap_or_default(),
+                )?)),
+            };
             let Some(sockets) = opened.get(&listener.address) else {
                 continue;
             };
             listeners.push(ListenerRoute {
                 name: listener.name.clone(),
                 address: listener.address,
-                kind: ListenerKind::Tcp { cluster },
+                kind,
                 sockets: Arc::clone(sockets),
             });
         }
@@ -268,7 +283,11 @@ impl TableBuilder {
                 timeouts: cluster.timeouts,
                 slot: Arc::clone(&slot),
                 backends: route_backends,
-                pool: PoolLimits::default(),
+                pool: cluster
+                    .http
+                    .as_ref()
+                    .map(PoolLimits::from)
+                    .unwrap_or_default(),
             });
             routes.push(Arc::clone(&route));
             entries.insert(

@@ -19,7 +19,8 @@ fn snapshot(version: u64, port: u16, backends: &[(u16, Option<u32>)]) -> Arc<Sna
                 name: "web".into(),
                 address: SocketAddr::from(([127, 0, 0, 1], port)),
                 protocol: Protocol::Tcp,
-                cluster: "web".into(),
+                cluster: Some("web".into()),
+                http: None,
             }],
             vec![Cluster {
                 name: "web".into(),
@@ -35,6 +36,7 @@ fn snapshot(version: u64, port: u16, backends: &[(u16, Option<u32>)]) -> Arc<Sna
                         state: BackendState::Active,
                     })
                     .collect(),
+                http: None,
             }],
         )
         .unwrap(),
@@ -176,4 +178,77 @@ fn retrying_the_failed_listeners_opens_them_for_the_next_build() {
     let again = builder.build(Arc::clone(&table.snapshot)).unwrap();
     assert!(again.failed.is_empty(), "{:?}", again.failed);
     assert_eq!(again.listeners[0].address, held);
+}
+
+/// One HTTP listener on `port` with a route per `(name, host, path, path_match)` to cluster `web`.
+fn http_snapshot(
+    version: u64,
+    port: u16,
+    routes: &[(&str, &str, &str, ringway_shared::PathMatch)],
+) -> Arc<Snapshot> {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let tcp = snapshot(version, free_port(), &[(1, None)]);
+    Arc::new(
+        Snapshot::with_routes(
+            version,
+            vec![Listener::http(
+                "http",
+                address,
+                ringway_shared::HttpListener::default(),
+            )],
+            routes
+                .iter()
+                .map(|&(name, host, path, path_match)| ringway_shared::Route {
+                    listener: address,
+                    name: name.into(),
+                    hosts: vec![host.into()],
+                    paths: vec![path.into()],
+                    path_match,
+                    header: None,
+                    cluster: "web".into(),
+                })
+                .collect(),
+            tcp.clusters.clone(),
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn an_http_listener_gets_a_router_over_the_tables_clusters() {
+    let mut builder = builder();
+    let table = builder
+        .build(http_snapshot(
+            1,
+            free_port(),
+            &[("shop", "shop.test", "/", ringway_shared::PathMatch::Prefix)],
+        ))
+        .unwrap();
+    let http = table.listeners[0].http().expect("an HTTP listener");
+    assert!(table.listeners[0].tcp_cluster().is_none());
+    assert_eq!(http.route_names, vec!["shop".to_string()]);
+    assert_eq!(http.limits, crate::routing::http::HttpLimits::default());
+}
+
+#[test]
+fn a_route_whose_regex_does_not_compile_refuses_the_snapshot_naming_the_route() {
+    let port = free_port();
+    let mut builder = builder();
+    builder
+        .build(http_snapshot(
+            1,
+            port,
+            &[("ok", "a.test", "/", ringway_shared::PathMatch::Prefix)],
+        ))
+        .unwrap();
+    let error = builder
+        .build(http_snapshot(
+            2,
+            port,
+            &[("broken", "a.test", "/(", ringway_shared::PathMatch::Regex)],
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("\"broken\""), "{error}");
+    assert!(error.contains("regex"), "{error}");
 }

@@ -30,7 +30,7 @@ fn deadline(s: &ClientSession) -> Option<u64> {
                 let ms = match kind {
                     TimerKind::RequestHead => limits.request_head_ms,
                     TimerKind::KeepAlive => limits.keepalive_ms,
-                    TimerKind::Response => timeouts?.idle_ms, // MODEL: server_ms
+                    TimerKind::Response => timeouts?.server_ms,
                     TimerKind::Idle => timeouts?.idle_ms,
                 };
                 let since = if kind.refreshed_by_activity() {
@@ -204,7 +204,7 @@ impl Worker {
         }
         let want = s.want.take().expect("a tunnel follows a routed request");
         let route = Arc::clone(want.route());
-        let tunnel_ms = u64::from(route.timeouts.idle_ms); // MODEL: tunnel_ms
+        let tunnel_ms = u64::from(route.timeouts.tunnel_ms);
         let mut conn = Conn::new(s.fd, route, u64::MAX, want.cluster, self.now_ms);
         conn.server = Some(b.fd);
         conn.lease = s.lease.take();
