@@ -113,7 +113,8 @@ fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_app
     let routes: &[RouteSpec<'_>] = &[
         ("shop", &["shop.test"], &[], "shop"),
         ("wild", &["*.wild.test"], &[], "wild"),
-        ("api", &["shop.test"], &["/api", "/api/v2"], "api"),
+        ("api", &["shop.test"], &["/api"], "api"),
+        ("v2", &["shop.test"], &["/api/v2"], "wild"),
     ];
     let clusters: &[(&str, &[u16])] = &[
         ("shop", &[shop.port()]),
@@ -135,8 +136,9 @@ fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_app
         (
             "SHOP.test:80",
             "/api/v2/items?q=1",
-            "api GET /api/v2/items?q=1 host=SHOP.test:80",
+            "wild GET /api/v2/items?q=1 host=SHOP.test:80",
         ),
+        ("shop.test", "/api/v1", "api GET /api/v1 host=shop.test"),
         ("a.b.wild.test", "/", "wild GET / host=a.b.wild.test"),
         ("shop.test", "/apiary", "api GET /apiary host=shop.test"),
     ] {
@@ -173,7 +175,7 @@ fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_app
         1,
         "both requests to shop on one pooled backend connection"
     );
-    assert_eq!(wild.requests(), 3);
+    assert_eq!(wild.requests(), 4);
     assert_eq!(wild.counters().accepted(), 1);
 
     // Seen from outside: requests per service and backend by status class, the 404 as unrouted.
