@@ -541,3 +541,24 @@ fn a_request_waits_for_a_free_backend_slot_and_gets_503_after_the_queue_timeout(
     assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
     assert_eq!(route.slot.waiters(), 0, "it left the queue exactly once");
 }
+
+#[test]
+fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
+    let (backend, _) = backend("alpha");
+    let clusters = vec![route(&[backend], 100, Timeouts::default())];
+    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let mut client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    response(&mut t, &mut client);
+    assert_eq!(t.worker.http.backends.len(), 1, "pooled");
+    t.worker.begin_drain();
+    let mut byte = [0u8; 1];
+    t.turn_until("the idle session and the pooled connection close", |w| {
+        w.http.is_empty() && matches!(client.read(&mut byte), Ok(0))
+    });
+}
