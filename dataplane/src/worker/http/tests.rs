@@ -562,3 +562,67 @@ fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
         w.http.is_empty() && matches!(client.read(&mut byte), Ok(0))
     });
 }
+
+/// A backend that answers the first request of each connection and closes the connection, without
+/// an answer, on the second (as a backend whose keep-alive timeout just struck).
+fn forgetful_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut answered = false;
+                loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        if answered {
+                            return; // closes with the request unanswered
+                        }
+                        buf.drain(..at + 4);
+                        answered = true;
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        continue;
+                    }
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
+#[test]
+fn a_request_that_fails_on_a_reused_connection_before_any_answer_is_retried_on_a_fresh_one() {
+    let (backend, accepted) = forgetful_backend();
+    let clusters = vec![route(&[backend], 100, Timeouts::default())];
+    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let mut client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    for round in 1..=3 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (status, body) = response(&mut t, &mut client);
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "ok"),
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "rounds 2 and 3 failed on the pooled connection and went to a fresh one"
+    );
+    assert_eq!(t.worker.stats.http_reused.get(), 2);
+}
