@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use ringway_shared::{Snapshot, Timeouts};
 
@@ -14,40 +14,9 @@ use crate::routing::{ClusterRoute, ListenerKind, ListenerRoute, ListenerSockets,
 use crate::worker::forward::ForwardMode;
 use crate::worker::tests::{TestWorker, route};
 
-/// A keep-alive backend answering every request head with its name; counts connections.
-fn backend(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    while let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..at + 4);
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
-                            name.len()
-                        );
-                        if stream.write_all(response.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    (address, accepted)
-}
+mod backends;
+
+use backends::{backend, echo_backend, forgetful_backend, one_shot_backend, upgrading_backend};
 
 /// Applies a table with one HTTP listener routing `specs` to `clusters`; returns its address.
 fn install(
@@ -185,44 +154,6 @@ fn requests_on_one_connection_are_routed_by_host_and_reuse_pooled_backend_connec
     t.turn_until("the session ends", |w| w.http.sessions.is_empty());
 }
 
-/// A backend that answers its first request head with a `101` and then echoes raw bytes.
-fn upgrading_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let at = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-                let early = buf.split_off(at + 4);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                );
-                let _ = stream.write_all(&early);
-                loop {
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&chunk[..n]).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    address
-}
-
 /// Reads exactly `n` bytes from a non-blocking client, turning the worker meanwhile.
 fn read_exact(t: &mut TestWorker, client: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut got = Vec::new();
@@ -314,52 +245,6 @@ fn a_refused_connect_is_502_and_no_backend_is_503() {
     assert_eq!(t.worker.table.clusters[0].backends[0].slot.active(), 0);
 }
 
-/// A backend that reads each request's `Content-Length` body whole, then answers with a `200` whose
-/// body is that body (as nginx reads a body before its application answers).
-fn echo_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = vec![0u8; 64 * 1024];
-                loop {
-                    let at = loop {
-                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at;
-                        }
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..at]).to_ascii_lowercase();
-                    buf.drain(..at + 4);
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .map_or(0, |v| v.trim().parse().unwrap());
-                    while buf.len() < length {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let mut response =
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n").into_bytes();
-                    response.extend(buf.drain(..length));
-                    if stream.write_all(&response).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    address
-}
-
 /// Writes `request` to a non-blocking client while reading, turning the worker, until `expect` bytes
 /// came back.
 fn exchange(t: &mut TestWorker, client: &mut TcpStream, request: &[u8], expect: usize) -> Vec<u8> {
@@ -417,30 +302,6 @@ fn a_large_body_is_spliced_both_ways_byte_exact_and_the_connection_stays_usable(
         t.worker.pools.pipes.idle() >= 1,
         "the body moved through a pipe, given back after"
     );
-}
-
-/// A backend that answers one request per connection and then closes it (without saying so).
-fn one_shot_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-        }
-    });
-    (address, accepted)
 }
 
 #[test]
@@ -561,42 +422,6 @@ fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
     t.turn_until("the idle session and the pooled connection close", |w| {
         w.http.is_empty() && matches!(client.read(&mut byte), Ok(0))
     });
-}
-
-/// A backend that answers the first request of each connection and closes the connection, without
-/// an answer, on the second (as a backend whose keep-alive timeout just struck).
-fn forgetful_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            counter.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let mut answered = false;
-                loop {
-                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        if answered {
-                            return; // closes with the request unanswered
-                        }
-                        buf.drain(..at + 4);
-                        answered = true;
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                        continue;
-                    }
-                    match stream.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    (address, accepted)
 }
 
 #[test]
