@@ -342,9 +342,7 @@ impl Worker {
         self.stats.pipes_idle.set(self.pools.pipes.idle() as u64);
         self.stats.copied_turns.set(self.pools.copied_turns);
         self.stats.accept_paused.set(u64::from(self.accept_paused));
-        self.stats
-            .http_pooled
-            .set(self.http.pool.values().map(|v| v.len() as u64).sum());
+        self.stats.http_pooled.set(self.http.pooled as u64);
     }
 
     /// Switches to a new table: new listeners start accepting, removed ones stop; connections keep the

@@ -60,7 +60,9 @@ impl Worker {
                 if !fresh && let Some(pooled) = self.take_pooled(&slot.address) {
                     let b = self.http.backends.get_mut(pooled.0, pooled.1)?;
                     b.owner = Some(handle);
-                    b.pooled_since_ms = None;
+                    if b.pooled_since_ms.take().is_some() {
+                        self.http.pooled -= 1;
+                    }
                     let s = self.http.sessions.get_mut(handle.0, handle.1)?;
                     s.backend = Some(pooled);
                     s.wait = Wait::None;
@@ -223,7 +225,9 @@ impl Worker {
         let poolable =
             clean && b.connected && !b.eof && !b.closing && self.drain_deadline_ms.is_none();
         let address = b.slot.address;
-        let pooled = poolable && {
+        // Each connection under the cap is budgeted two descriptors; idle pooled connections take
+        // theirs from the connections not open now, never more than half of them.
+        let pooled = poolable && self.http.pooled < self.gate.headroom() as usize && {
             let backends = &self.http.backends;
             let idle = self.http.pool.entry(address).or_default();
             idle.retain(|&(i, g)| {
@@ -237,6 +241,7 @@ impl Worker {
             let now = self.now_ms;
             let b = self.http.backends.get_mut(bi, bg).expect("checked above");
             b.pooled_since_ms = Some(now);
+            self.http.pooled += 1;
             let due = now + b.pool_idle_ms;
             self.http.pool.entry(address).or_default().push((bi, bg));
             self.http.backend_timers.schedule(due, bi, bg);
@@ -268,7 +273,9 @@ impl Worker {
         };
         b.closing = true;
         b.owner = None;
-        b.pooled_since_ms = None;
+        if b.pooled_since_ms.take().is_some() {
+            self.http.pooled -= 1;
+        }
         if b.connect_ops > 0 {
             self.ring
                 .cancel(UserData::new(OpKind::BackendConnect, bi, bg));

@@ -227,6 +227,8 @@ pub struct HttpPath {
     /// Idle connections per backend address, most recently used last; may hold handles of
     /// connections closed since (skipped when taken).
     pub pool: HashMap<SocketAddr, Vec<(u32, u32)>>,
+    /// Connections idle in the pool now.
+    pub pooled: usize,
     /// Sessions waiting for a backend slot, in arrival order (entries of sessions that left are
     /// skipped); `queued` counts the live ones.
     pub queue: VecDeque<(u32, u32)>,

@@ -150,6 +150,10 @@ fn requests_on_one_connection_are_routed_by_host_and_reuse_pooled_backend_connec
         "the 404 has no service"
     );
     assert_eq!(t.worker.stats.http_reused.get(), 2);
+    assert_eq!(
+        t.worker.http.pooled, 2,
+        "one idle connection to each backend"
+    );
     drop(client);
     t.turn_until("the session ends", |w| w.http.sessions.is_empty());
 }
@@ -417,11 +421,13 @@ fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
         .unwrap();
     response(&mut t, &mut client);
     assert_eq!(t.worker.http.backends.len(), 1, "pooled");
+    assert_eq!(t.worker.http.pooled, 1);
     t.worker.begin_drain();
     let mut byte = [0u8; 1];
     t.turn_until("the idle session and the pooled connection close", |w| {
         w.http.is_empty() && matches!(client.read(&mut byte), Ok(0))
     });
+    assert_eq!(t.worker.http.pooled, 0);
 }
 
 #[test]
