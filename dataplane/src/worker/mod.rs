@@ -9,6 +9,8 @@
 //! - [`conn`]: connection state and slab; `listen`: accepting, and pausing at the connection cap;
 //!   `dispatch`: backend choice, the queue, connects; `lifecycle`: forwarding and closing.
 //! - [`forward`]: the three forwarding modes; [`balance`]: backend selection; [`timers`]: deadlines.
+//! - `http`: HTTP listeners' client sessions (driving [`crate::http::session::HttpSession`]), their
+//!   backend connections and per-worker pool; an upgraded connection becomes a TCP connection here.
 
 pub mod balance;
 pub mod conn;
