@@ -74,6 +74,7 @@ pub fn route(
         balance,
         timeouts: Timeouts::default(),
         slot: Arc::new(ClusterSlot::new("bench".into(), cluster_limit, wakers)),
+        pool: Default::default(),
         backends: (0..backends)
             .map(|i| RouteBackend {
                 slot: Arc::new(BackendSlot::new(

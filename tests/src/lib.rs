@@ -16,6 +16,8 @@ pub mod fake_controlplane;
 pub mod harness;
 pub mod help;
 pub mod http;
+pub mod http_backend;
+pub mod http_client;
 pub mod load;
 pub mod net;
 pub mod observe;

@@ -14,12 +14,12 @@ use super::view::StatsView;
 const NAMESPACE: &str = "ringway";
 
 /// Registers the metric families of one scrape.
-struct Families {
+pub(super) struct Families {
     registry: Registry,
 }
 
 impl Families {
-    fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    pub(super) fn gauge(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         let family = IntGaugeVec::new(Opts::new(name, help).namespace(NAMESPACE), labels)
             .expect("metric names and labels are valid constants");
         self.registry
@@ -28,7 +28,7 @@ impl Families {
         family
     }
 
-    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    pub(super) fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
         let family = IntCounterVec::new(Opts::new(name, help).namespace(NAMESPACE), labels)
             .expect("metric names and labels are valid constants");
         self.registry
@@ -38,13 +38,13 @@ impl Families {
     }
 }
 
-fn set(family: &IntGaugeVec, labels: &[&str], value: u64) {
+pub(super) fn set(family: &IntGaugeVec, labels: &[&str], value: u64) {
     family
         .with_label_values(labels)
         .set(value.min(i64::MAX as u64) as i64);
 }
 
-fn count(family: &IntCounterVec, labels: &[&str], value: u64) {
+pub(super) fn count(family: &IntCounterVec, labels: &[&str], value: u64) {
     family.with_label_values(labels).inc_by(value);
 }
 
@@ -264,9 +264,13 @@ pub fn render(view: &StatsView) -> String {
         count(&w_bytes, &[&index, "out"], worker.bytes_out);
     }
 
+    super::metrics_http::render(&f, view);
+
     let mut out = Vec::new();
     TextEncoder::new()
         .encode(&f.registry.gather(), &mut out)
         .expect("encoding to memory cannot fail");
-    String::from_utf8(out).expect("the text format is UTF-8")
+    let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+    super::metrics_http::render_durations(&mut text, view);
+    text
 }

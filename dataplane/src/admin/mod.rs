@@ -15,6 +15,7 @@
 
 pub mod http;
 pub mod metrics;
+mod metrics_http;
 pub mod page;
 pub mod view;
 

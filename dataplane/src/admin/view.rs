@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::AdminState;
+use crate::routing::http_counts::HttpCounts;
 use crate::routing::{BackendSlot, Serving, slots::UNLIMITED};
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,7 +74,39 @@ pub struct ServiceView {
     pub queued: u32,
     /// Sessions ended, by reason (see `docs/operations.md`).
     pub closes: BTreeMap<&'static str, u64>,
+    /// HTTP requests routed to this service (absent until the first one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpView>,
     pub backends: Vec<BackendView>,
+}
+
+/// HTTP requests of a service, a backend, or (unrouted) a worker.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpView {
+    pub requests: u64,
+    /// Requests by the final status's class (`1xx` .. `5xx`), whoever answered.
+    pub status: BTreeMap<&'static str, u64>,
+    /// The proxy's own answers, by name (`not_found`, `bad_gateway`, ...).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// Cumulative request-duration buckets (`le` in milliseconds, `None` = +Inf) and their sum, for
+    /// `/metrics`.
+    #[serde(skip)]
+    pub durations: (Vec<(Option<u64>, u64)>, u64),
+}
+
+impl HttpView {
+    pub fn of(counts: &HttpCounts) -> Self {
+        let classes = counts.classes();
+        Self {
+            requests: counts.total(),
+            status: ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                .into_iter()
+                .zip(classes)
+                .collect(),
+            errors: counts.errors().map(|(e, n)| (e.name(), n)).collect(),
+            durations: counts.histogram(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +122,9 @@ pub struct BackendView {
     pub connect_failures: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// HTTP requests this backend answered (absent until the first one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +150,16 @@ pub struct WorkerView {
     pub copied_turns: u64,
     /// Stopped accepting at the connection cap.
     pub accept_paused: bool,
+    /// HTTP client sessions open now.
+    pub http_sessions: u64,
+    /// Idle backend connections in the worker's HTTP pool.
+    pub http_pooled: u64,
+    /// Requests sent on a reused (pooled) backend connection.
+    pub http_reused: u64,
+    /// HTTP client sessions ended, by reason.
+    pub http_closes: BTreeMap<&'static str, u64>,
+    /// Requests answered without a route (404) or refused before routing (400, 408, 431, ...).
+    pub http_unrouted: HttpView,
 }
 
 pub fn status_word(serving: Serving) -> &'static str {
@@ -146,6 +192,7 @@ impl StatsView {
                     .all()
                     .map(|(reason, n)| (reason.name(), n))
                     .collect(),
+                http: cluster.slot.http_if_any().map(HttpView::of),
                 backends: cluster
                     .backends
                     .iter()
@@ -193,7 +240,9 @@ impl StatsView {
                 .map(|l| ListenerView {
                     name: l.name.clone(),
                     address: l.address.to_string(),
-                    service: table.clusters[l.cluster].name.clone(),
+                    service: l
+                        .tcp_cluster()
+                        .map_or_else(|| "http".to_string(), |c| table.clusters[c].name.clone()),
                     state: "listening",
                     error: None,
                 })
@@ -236,6 +285,11 @@ impl StatsView {
                     pipes_idle: w.pipes_idle.get(),
                     copied_turns: w.copied_turns.get(),
                     accept_paused: w.accept_paused.get() != 0,
+                    http_sessions: w.http_sessions.get(),
+                    http_pooled: w.http_pooled.get(),
+                    http_reused: w.http_reused.get(),
+                    http_closes: w.http_closes.all().collect(),
+                    http_unrouted: HttpView::of(&w.http_unrouted),
                 })
                 .collect(),
         }
@@ -254,5 +308,6 @@ fn backend_view(slot: &BackendSlot, state: &'static str, weight: Option<u16>) ->
         connect_failures: slot.connect_failures(),
         bytes_in: slot.traffic().0,
         bytes_out: slot.traffic().1,
+        http: slot.http_if_any().map(HttpView::of),
     }
 }

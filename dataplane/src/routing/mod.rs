@@ -6,6 +6,8 @@
 //! - [`publish`]: atomic publication to every worker and the wait for their acknowledgement.
 //! - [`wake`]: the eventfds that wake workers.
 
+pub mod http;
+pub mod http_counts;
 pub mod listeners;
 pub mod publish;
 pub mod slots;
@@ -16,7 +18,7 @@ pub use listeners::{ListenerError, ListenerSockets};
 pub use publish::{ApplyTimeout, Published, Serving};
 pub use slots::{BackendSlot, ClusterSlot, Lease};
 pub use table::{
-    BuildError, ClusterRoute, ListenerRoute, RetiredBackend, RouteBackend, RoutingTable,
-    TableBuilder,
+    BuildError, ClusterRoute, ListenerKind, ListenerRoute, RetiredBackend, RouteBackend,
+    RoutingTable, TableBuilder,
 };
 pub use wake::Wakers;

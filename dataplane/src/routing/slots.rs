@@ -5,11 +5,12 @@
 //! removed backend keeps its slot alive through the connections that still hold a [`Lease`] on it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_utils::CachePadded;
 
+use super::http_counts::HttpCounts;
 use super::wake::{self, Wakers};
 use crate::close::CloseCounts;
 
@@ -78,6 +79,9 @@ pub struct BackendSlot {
     /// connection ends, that is worth a log line.
     draining: AtomicBool,
     hot: CachePadded<BackendCounters>,
+    /// HTTP requests served by this backend; allocated on the first one (most backends of a large
+    /// TCP snapshot never serve HTTP).
+    http: OnceLock<Box<HttpCounts>>,
 }
 
 impl BackendSlot {
@@ -92,7 +96,18 @@ impl BackendSlot {
                 bytes_up: AtomicU64::new(0),
                 bytes_down: AtomicU64::new(0),
             }),
+            http: OnceLock::new(),
         }
+    }
+
+    /// HTTP request counters (allocated on first use).
+    pub fn http(&self) -> &HttpCounts {
+        self.http.get_or_init(Box::default)
+    }
+
+    /// HTTP request counters, if this backend served any request.
+    pub fn http_if_any(&self) -> Option<&HttpCounts> {
+        self.http.get().map(|b| &**b)
     }
 
     /// Connections currently open (or being opened) to this backend from this dataplane.
@@ -172,6 +187,8 @@ pub struct ClusterSlot {
     /// Sessions of this service ended, per reason; kept across snapshots like the slot itself. On its own
     /// cache lines: counted on every close, it must not disturb `waiters`, read on every release.
     pub closes: CachePadded<CloseCounts>,
+    /// HTTP requests routed to this service (allocated on the first one).
+    http: OnceLock<Box<HttpCounts>>,
 }
 
 impl ClusterSlot {
@@ -183,7 +200,18 @@ impl ClusterSlot {
             waiting: (0..wakers.len()).map(|_| AtomicU32::new(0)).collect(),
             wakers,
             closes: CachePadded::new(CloseCounts::default()),
+            http: OnceLock::new(),
         }
+    }
+
+    /// HTTP request counters (allocated on first use).
+    pub fn http(&self) -> &HttpCounts {
+        self.http.get_or_init(Box::default)
+    }
+
+    /// HTTP request counters, if this service routed any request.
+    pub fn http_if_any(&self) -> Option<&HttpCounts> {
+        self.http.get().map(|b| &**b)
     }
 
     pub fn active(&self) -> u32 {

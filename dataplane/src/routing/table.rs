@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use ringway_shared::{BackendState, Balance, ListenerFailure, Snapshot, Timeouts};
 
+use super::http::{HttpLimits, HttpRoutes, HttpRoutesError, PoolLimits};
 use super::listeners::{ListenerError, ListenerSockets};
 use super::slots::{BackendSlot, ClusterSlot};
 use super::wake::Wakers;
@@ -54,14 +55,40 @@ impl RoutingTable {
     }
 }
 
-/// A listening address and the cluster its connections go to.
+/// A listening address and where its connections go.
 #[derive(Debug)]
 pub struct ListenerRoute {
     pub name: String,
     pub address: SocketAddr,
-    /// Index into [`RoutingTable::clusters`].
-    pub cluster: usize,
+    pub kind: ListenerKind,
     pub sockets: Arc<ListenerSockets>,
+}
+
+/// What a listener does with its connections.
+#[derive(Debug)]
+pub enum ListenerKind {
+    /// Every connection goes to this cluster (an index into [`RoutingTable::clusters`]).
+    Tcp { cluster: usize },
+    /// Each request is routed by its host, path or header to a cluster of the table.
+    Http(Box<HttpRoutes>),
+}
+
+impl ListenerRoute {
+    /// The cluster of a TCP listener.
+    pub fn tcp_cluster(&self) -> Option<usize> {
+        match self.kind {
+            ListenerKind::Tcp { cluster } => Some(cluster),
+            ListenerKind::Http(_) => None,
+        }
+    }
+
+    /// The routes of an HTTP listener.
+    pub fn http(&self) -> Option<&HttpRoutes> {
+        match &self.kind {
+            ListenerKind::Http(routes) => Some(routes),
+            ListenerKind::Tcp { .. } => None,
+        }
+    }
 }
 
 /// A cluster at one version.
@@ -72,6 +99,8 @@ pub struct ClusterRoute {
     pub timeouts: Timeouts,
     pub slot: Arc<ClusterSlot>,
     pub backends: Vec<RouteBackend>,
+    /// HTTP: the per-worker pool of idle backend connections.
+    pub pool: PoolLimits,
 }
 
 impl ClusterRoute {
@@ -96,8 +125,9 @@ pub struct RouteBackend {
 pub enum BuildError {
     #[error("snapshot refers to cluster {0:?}, which it does not define")]
     MissingCluster(String),
-    #[error("listener {0:?} is an HTTP listener; this dataplane does not serve HTTP yet")]
-    HttpNotServed(String),
+    /// An HTTP listener's routes cannot be built (a regex that does not compile, names the route).
+    #[error(transparent)]
+    Http(#[from] HttpRoutesError),
 }
 
 /// What persists of one cluster across versions: its slot and its backends' slots, in snapshot order.
@@ -151,9 +181,6 @@ impl TableBuilder {
     /// not freeze every later change. It is left out of the table and listed in
     /// [`RoutingTable::failed`]; building the same snapshot again retries it.
     pub fn build(&mut self, snapshot: Arc<Snapshot>) -> Result<RoutingTable, BuildError> {
-        if let Some(http) = snapshot.listeners.iter().find(|l| l.cluster.is_none()) {
-            return Err(BuildError::HttpNotServed(http.name.clone()));
-        }
         let mut opened: HashMap<SocketAddr, Arc<ListenerSockets>> = HashMap::new();
         let mut failed = Vec::new();
         for listener in &snapshot.listeners {
@@ -178,19 +205,30 @@ impl TableBuilder {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
+        let mut http_specs = super::http::route_specs(&snapshot, &cluster_index)?;
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
-            let name = listener.cluster.as_deref().unwrap_or_default();
-            let cluster = *cluster_index
-                .get(name)
-                .ok_or_else(|| BuildError::MissingCluster(name.to_string()))?;
+            let kind = match &listener.http {
+                None => {
+                    let name = listener.cluster.as_deref().unwrap_or_default();
+                    let cluster = *cluster_index
+                        .get(name)
+                        .ok_or_else(|| BuildError::MissingCluster(name.to_string()))?;
+                    ListenerKind::Tcp { cluster }
+                }
+                Some(http) => ListenerKind::Http(Box::new(super::http::build(
+                    listener.address,
+                    HttpLimits::from(http),
+                    http_specs.remove(&listener.address).unwrap_or_default(),
+                )?)),
+            };
             let Some(sockets) = opened.get(&listener.address) else {
                 continue;
             };
             listeners.push(ListenerRoute {
                 name: listener.name.clone(),
                 address: listener.address,
-                cluster,
+                kind,
                 sockets: Arc::clone(sockets),
             });
         }
@@ -245,6 +283,11 @@ impl TableBuilder {
                 timeouts: cluster.timeouts,
                 slot: Arc::clone(&slot),
                 backends: route_backends,
+                pool: cluster
+                    .http
+                    .as_ref()
+                    .map(PoolLimits::from)
+                    .unwrap_or_default(),
             });
             routes.push(Arc::clone(&route));
             entries.insert(
@@ -393,184 +436,5 @@ fn failure(name: &str, address: SocketAddr, error: &ListenerError) -> ListenerFa
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ringway_shared::{Backend, Cluster, Listener, Protocol};
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
-    fn snapshot(version: u64, port: u16, backends: &[(u16, Option<u32>)]) -> Arc<Snapshot> {
-        Arc::new(
-            Snapshot::new(
-                version,
-                vec![Listener {
-                    name: "web".into(),
-                    address: SocketAddr::from(([127, 0, 0, 1], port)),
-                    protocol: Protocol::Tcp,
-                    cluster: Some("web".into()),
-                    http: None,
-                }],
-                vec![Cluster {
-                    name: "web".into(),
-                    balance: Balance::RoundRobin,
-                    timeouts: Timeouts::default(),
-                    max_connections: 100,
-                    backends: backends
-                        .iter()
-                        .map(|&(port, limit)| Backend {
-                            address: SocketAddr::from(([127, 0, 0, 1], port)),
-                            weight: 500,
-                            max_connections: limit,
-                            state: BackendState::Active,
-                        })
-                        .collect(),
-                    http: None,
-                }],
-            )
-            .unwrap(),
-        )
-    }
-
-    fn builder() -> TableBuilder {
-        TableBuilder::new(2, Arc::new(Wakers::new(2).unwrap()))
-    }
-
-    #[test]
-    fn slots_and_sockets_persist_across_versions() {
-        let port = free_port();
-        let mut builder = builder();
-        let first = builder
-            .build(snapshot(1, port, &[(1, Some(4)), (2, None)]))
-            .unwrap();
-        let second = builder
-            .build(snapshot(2, port, &[(1, Some(2)), (3, None)]))
-            .unwrap();
-        let b1_v1 = &first.clusters[0].backends[0].slot;
-        let b1_v2 = &second.clusters[0].backends[0].slot;
-        assert!(Arc::ptr_eq(b1_v1, b1_v2), "the same backend keeps its slot");
-        assert_eq!(b1_v2.limit(), 2, "the new limit applies");
-        assert!(Arc::ptr_eq(
-            &first.listeners[0].sockets,
-            &second.listeners[0].sockets
-        ));
-        assert!(Arc::ptr_eq(
-            &first.clusters[0].slot,
-            &second.clusters[0].slot
-        ));
-    }
-
-    #[test]
-    fn an_unchanged_cluster_keeps_its_route_and_a_changed_one_is_rebuilt() {
-        let port = free_port();
-        let mut builder = builder();
-        let first = builder.build(snapshot(1, port, &[(1, Some(4))])).unwrap();
-        let same = builder.build(snapshot(2, port, &[(1, Some(4))])).unwrap();
-        assert!(
-            Arc::ptr_eq(&first.clusters[0], &same.clusters[0]),
-            "nothing to rebuild"
-        );
-        let changed = builder.build(snapshot(3, port, &[(1, Some(2))])).unwrap();
-        assert!(!Arc::ptr_eq(&same.clusters[0], &changed.clusters[0]));
-        assert_eq!(changed.clusters[0].backends[0].slot.limit(), 2);
-        assert!(Arc::ptr_eq(
-            &same.clusters[0].backends[0].slot,
-            &changed.clusters[0].backends[0].slot
-        ));
-    }
-
-    #[test]
-    fn a_removed_backend_drains_as_retired_and_comes_back_with_its_count() {
-        let port = free_port();
-        let mut builder = builder();
-        let first = builder
-            .build(snapshot(1, port, &[(1, Some(4)), (2, None)]))
-            .unwrap();
-        let route = &first.clusters[0];
-        let lease = crate::routing::Lease::acquire(&route.slot, &route.backends[1].slot).unwrap();
-        let removed = builder.build(snapshot(2, port, &[(1, Some(4))])).unwrap();
-        assert_eq!(
-            removed.retired.len(),
-            1,
-            "the backend with a connection is listed while it drains"
-        );
-        assert!(removed.retired[0].slot.is_draining());
-        let back = builder
-            .build(snapshot(3, port, &[(1, Some(4)), (2, None)]))
-            .unwrap();
-        assert!(back.retired.is_empty());
-        assert!(
-            Arc::ptr_eq(
-                &back.clusters[0].backends[1].slot,
-                &first.clusters[0].backends[1].slot
-            ),
-            "the returning backend keeps the slot that counts its open connection"
-        );
-        assert_eq!(back.clusters[0].backends[1].slot.active(), 1);
-        assert!(!back.clusters[0].backends[1].slot.is_draining());
-        drop(lease);
-        let gone = builder.build(snapshot(4, port, &[(1, Some(4))])).unwrap();
-        assert!(
-            gone.retired.is_empty(),
-            "a removed backend without connections is simply gone"
-        );
-    }
-
-    #[test]
-    fn a_listener_that_cannot_bind_is_left_out_and_retried_by_building_again() {
-        let port = free_port();
-        let mut builder = builder();
-        builder.build(snapshot(1, port, &[(1, Some(4))])).unwrap();
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let held = taken.local_addr().unwrap();
-        let table = builder
-            .build(snapshot(2, held.port(), &[(1, Some(1))]))
-            .unwrap();
-        assert!(table.listeners.is_empty(), "{:?}", table.listeners);
-        assert_eq!(table.failed.len(), 1);
-        assert_eq!(table.failed[0].address, held);
-        assert!(
-            table.failed[0].error.starts_with("cannot bind: "),
-            "{}",
-            table.failed[0].error
-        );
-        assert_eq!(
-            table.clusters[0].backends[0].slot.limit(),
-            1,
-            "the rest of the snapshot applies"
-        );
-        drop(taken);
-        let again = builder.build(Arc::clone(&table.snapshot)).unwrap();
-        assert!(again.failed.is_empty());
-        assert_eq!(again.listeners[0].address, held);
-        assert!(Arc::ptr_eq(&table.clusters[0], &again.clusters[0]));
-        let back = builder.build(snapshot(3, port, &[(1, Some(4))])).unwrap();
-        assert!(back.failed.is_empty());
-    }
-
-    #[test]
-    fn retrying_the_failed_listeners_opens_them_for_the_next_build() {
-        let mut builder = builder();
-        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let held = taken.local_addr().unwrap();
-        let table = builder
-            .build(snapshot(1, held.port(), &[(1, Some(1))]))
-            .unwrap();
-        assert_eq!(table.failed.len(), 1);
-        assert_eq!(
-            builder.retry_failed(&table.failed),
-            table.failed,
-            "still held: the same failure, so no rebuild is needed"
-        );
-        drop(taken);
-        assert!(builder.retry_failed(&table.failed).is_empty());
-        let again = builder.build(Arc::clone(&table.snapshot)).unwrap();
-        assert!(again.failed.is_empty(), "{:?}", again.failed);
-        assert_eq!(again.listeners[0].address, held);
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;

@@ -217,6 +217,7 @@ mod tests {
                 cluster_limit,
                 Arc::new(Wakers::new(0).unwrap()),
             )),
+            pool: Default::default(),
             backends: weights
                 .iter()
                 .zip(limits)

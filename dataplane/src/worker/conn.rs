@@ -110,6 +110,9 @@ pub struct Conn {
     pub first_eof: Option<Direction>,
     /// Queued because no descriptor was left for the backend socket (not for want of a backend slot).
     pub waiting_for_fd: bool,
+    /// Inactivity timeout once established: the cluster's `idle_ms`, or `tunnel_ms` for an upgraded
+    /// HTTP connection.
+    pub idle_ms: u64,
 }
 
 impl Conn {
@@ -120,7 +123,9 @@ impl Conn {
         cluster: usize,
         now_ms: u64,
     ) -> Self {
+        let idle_ms = u64::from(route.timeouts.idle_ms);
         Self {
+            idle_ms,
             phase: Phase::New,
             client,
             server: None,
@@ -309,6 +314,7 @@ mod tests {
                 Arc::new(Wakers::new(0).unwrap()),
             )),
             backends: Vec::new(),
+            pool: Default::default(),
         });
         Conn::new(OwnedFd::from(a), route, 1, 0, 0)
     }

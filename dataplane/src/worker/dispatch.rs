@@ -215,25 +215,7 @@ impl Worker {
             return;
         };
         if result == 0 {
-            conn.phase = Phase::Established;
-            conn.last_active_ms = self.now_ms;
-            if conn.is_pending(OpKind::ClientWatch) {
-                // Forwarding reads the client from now on and sees its FIN or reset itself.
-                self.ring
-                    .cancel(op_for(OpKind::ClientWatch, index, generation));
-            }
-            if !conn.timer_armed {
-                conn.timer_armed = true;
-                let due = self.now_ms + conn.route.timeouts.idle_ms as u64;
-                self.timers.schedule(due, index, generation);
-            }
-            match self.config.forward {
-                // The client usually spoke first (a request is waiting): forward it now rather than
-                // after a poll round trip.
-                ForwardMode::UringSplice => self.await_readable(index, generation, Direction::Up),
-                _ => self.drive(index, generation, Direction::Up),
-            }
-            self.await_readable(index, generation, Direction::Down);
+            self.start_forwarding(index, generation);
             return;
         }
         let slot = &conn.route.backends[conn.backend].slot;
@@ -257,6 +239,33 @@ impl Worker {
         } else {
             self.close(index, generation, CloseReason::ConnectFailed);
         }
+    }
+
+    /// The backend socket is connected (or an upgraded HTTP connection was handed over): forward both
+    /// directions.
+    pub(super) fn start_forwarding(&mut self, index: u32, generation: u32) {
+        let Some(conn) = self.conns.get_mut(index, generation) else {
+            return;
+        };
+        conn.phase = Phase::Established;
+        conn.last_active_ms = self.now_ms;
+        if conn.is_pending(OpKind::ClientWatch) {
+            // Forwarding reads the client from now on and sees its FIN or reset itself.
+            self.ring
+                .cancel(op_for(OpKind::ClientWatch, index, generation));
+        }
+        if !conn.timer_armed {
+            conn.timer_armed = true;
+            let due = self.now_ms + conn.idle_ms;
+            self.timers.schedule(due, index, generation);
+        }
+        match self.config.forward {
+            // The client usually spoke first (a request is waiting): forward it now rather than
+            // after a poll round trip.
+            ForwardMode::UringSplice => self.await_readable(index, generation, Direction::Up),
+            _ => self.drive(index, generation, Direction::Up),
+        }
+        self.await_readable(index, generation, Direction::Down);
     }
 
     /// Arms the connection's timer to watch the client if the connect is still going in

@@ -353,7 +353,7 @@ impl Worker {
             conn.timer_armed = false;
             let due = match conn.phase {
                 Phase::Queued => conn.queued_until_ms,
-                Phase::Established => conn.last_active_ms + conn.route.timeouts.idle_ms as u64,
+                Phase::Established => conn.last_active_ms + conn.idle_ms,
                 // A slow connect (it has its own linked timeout): watch the client meanwhile. The idle
                 // timer is armed once established.
                 Phase::Connecting => {
@@ -392,6 +392,7 @@ impl Worker {
         for (index, generation) in self.conns.handles() {
             self.close(index, generation, CloseReason::Shutdown);
         }
+        self.abort_http();
     }
 }
 

@@ -10,8 +10,8 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use crate::limits;
+use crate::routing::ListenerSockets;
 use crate::routing::listeners::LISTEN_BACKLOG;
-use crate::routing::{ClusterRoute, ListenerSockets};
 
 /// A multishot accept takes everything waiting in a listening socket's queue in one pass, up to its
 /// backlog: it is armed only while the connection cap is at least that far away, single accepts
@@ -20,7 +20,7 @@ use crate::routing::{ClusterRoute, ListenerSockets};
 const MULTISHOT_HEADROOM: u32 = LISTEN_BACKLOG as u32;
 
 use super::ring::{Completion, OpKind, UserData, next_generation};
-use super::{ACCEPT_RETRY_MS, ListenerSlot, ListenerState, Worker};
+use super::{ACCEPT_RETRY_MS, ListenerSlot, ListenerState, SlotTarget, Worker};
 
 impl Worker {
     pub(super) fn start_listener(
@@ -28,14 +28,13 @@ impl Worker {
         address: SocketAddr,
         sockets: Arc<ListenerSockets>,
         fd: RawFd,
-        (route, cluster, epoch): (Arc<ClusterRoute>, usize, u64),
+        (target, epoch): (SlotTarget, u64),
     ) {
         let slot = ListenerSlot {
             address,
             sockets,
             fd,
-            route,
-            cluster,
+            target,
             epoch,
             state: ListenerState::Idle,
             multishot: false,
@@ -113,12 +112,20 @@ impl Worker {
         if let Some(client) = client {
             // Served even if the listener is being removed or paused: the kernel already completed the
             // handshake, so dropping it now would reset a client we accepted.
-            let route = (Arc::clone(&slot.route), slot.epoch, slot.cluster);
+            let target = slot.target.clone();
+            let epoch = slot.epoch;
             let multishot = slot.multishot && completion.more;
             self.stats.accepted.inc();
             self.gate.fd_available();
             let below_cap = self.gate.admit();
-            self.start_connection(client, route);
+            match target {
+                SlotTarget::Tcp { route, cluster } => {
+                    self.start_connection(client, (route, epoch, cluster))
+                }
+                SlotTarget::Http { table, listener } => {
+                    self.start_http_session(client, table, listener)
+                }
+            }
             if !below_cap {
                 self.pause_accepting();
             } else if multishot && self.gate.headroom() < MULTISHOT_HEADROOM {
@@ -254,9 +261,11 @@ impl Worker {
             }
             self.stop_listener(index);
         }
+        self.drain_http();
         tracing::info!(
             worker = self.config.index,
             connections = self.conns.len(),
+            http_sessions = self.http.sessions.len(),
             "draining"
         );
     }

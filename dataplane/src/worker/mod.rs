@@ -9,11 +9,14 @@
 //! - [`conn`]: connection state and slab; `listen`: accepting, and pausing at the connection cap;
 //!   `dispatch`: backend choice, the queue, connects; `lifecycle`: forwarding and closing.
 //! - [`forward`]: the three forwarding modes; [`balance`]: backend selection; [`timers`]: deadlines.
+//! - `http`: HTTP listeners' client sessions (driving [`crate::http::session::HttpSession`]), their
+//!   backend connections and per-worker pool; an upgraded connection becomes a TCP connection here.
 
 pub mod balance;
 pub mod conn;
 mod dispatch;
 pub mod forward;
+mod http;
 mod lifecycle;
 mod listen;
 #[allow(unsafe_code)]
@@ -100,14 +103,28 @@ struct ListenerSlot {
     sockets: Arc<ListenerSockets>,
     /// The one socket of `sockets` this slot accepts on.
     fd: RawFd,
-    /// Where this listener's connections go, as of table `epoch` (index `cluster` in it). Kept as an `Arc`
-    /// so a connection accepted while the slot is being removed is still routed, not dropped.
-    route: Arc<ClusterRoute>,
-    cluster: usize,
+    /// Where this listener's connections go, as of table `epoch`. Kept as an `Arc` so a connection
+    /// accepted while the slot is being removed is still routed, not dropped.
+    target: SlotTarget,
     epoch: u64,
     state: ListenerState,
     /// The armed accept is multishot (far from the connection cap) rather than a single accept.
     multishot: bool,
+}
+
+/// Where a listener slot's connections go.
+#[derive(Debug, Clone)]
+enum SlotTarget {
+    /// TCP: cluster `cluster` of the table.
+    Tcp {
+        route: Arc<ClusterRoute>,
+        cluster: usize,
+    },
+    /// HTTP: listener `listener` of `table` (each request is routed by the worker's table of the moment).
+    Http {
+        table: Arc<RoutingTable>,
+        listener: usize,
+    },
 }
 
 /// One worker's state; single-threaded, owned by its thread.
@@ -140,6 +157,8 @@ pub struct Worker {
     queue_dirty: bool,
     /// A queued connection waits for a descriptor for its backend socket: retry the queue at this time.
     fd_retry_at: Option<u64>,
+    /// HTTP client sessions, backend connections and their pool.
+    http: http::HttpPath,
 }
 
 impl Worker {
@@ -169,6 +188,7 @@ impl Worker {
             drain_deadline_ms: None,
             queue_dirty: false,
             fd_retry_at: None,
+            http: http::HttpPath::default(),
             published: shared.published,
             gate: shared.gate,
             config,
@@ -190,7 +210,7 @@ impl Worker {
     /// One turn of the loop: submit and wait, handle completions, run what yielded, expire timers, serve
     /// the queue. Returns true once the worker has drained and may exit.
     fn turn(&mut self, completions: &mut Vec<Completion>) -> std::io::Result<bool> {
-        let wait = if self.ready.is_empty() {
+        let wait = if self.ready.is_empty() && self.http.ready.is_empty() {
             Some(self.wait_time())
         } else {
             Some(Duration::ZERO)
@@ -203,7 +223,9 @@ impl Worker {
             self.on_completion(*completion);
         }
         self.run_ready();
+        self.run_http_ready();
         self.expire_timers();
+        self.expire_http_timers();
         self.compact_timers();
         self.retry_listeners();
         self.check_pause();
@@ -214,12 +236,16 @@ impl Worker {
         if self.queue_dirty {
             self.queue_dirty = false;
             self.serve_queue();
+            self.serve_http_queue();
         }
         self.publish_pool_stats();
         if let Some(deadline) = self.drain_deadline_ms {
             // Wait for the accept cancellations too: an accept that completed meanwhile is a client
             // to serve, and exiting first would reset it.
-            if self.conns.is_empty() && self.listeners.iter().all(|(_, slot)| slot.is_none()) {
+            if self.conns.is_empty()
+                && self.http.is_empty()
+                && self.listeners.iter().all(|(_, slot)| slot.is_none())
+            {
                 return Ok(true);
             }
             if self.now_ms >= deadline {
@@ -239,7 +265,14 @@ impl Worker {
 
     fn wait_time(&self) -> Duration {
         let mut until = self.now_ms + MAX_WAIT_MS;
-        if let Some(due) = self.timers.next_due() {
+        for due in [
+            self.timers.next_due(),
+            self.http.session_timers.next_due(),
+            self.http.backend_timers.next_due(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             until = until.min(due);
         }
         if let Some(deadline) = self.drain_deadline_ms {
@@ -272,6 +305,12 @@ impl Worker {
             }
             OpKind::Accept => self.on_accept(completion),
             OpKind::Cancel => {}
+            OpKind::ClientRecv | OpKind::ClientSend => self.on_session_completion(completion),
+            OpKind::HttpSpliceUp | OpKind::HttpSpliceDown => self.on_splice_poll(completion),
+            OpKind::BackendConnect
+            | OpKind::BackendConnectTimeout
+            | OpKind::BackendRecv
+            | OpKind::BackendSend => self.on_backend_completion(completion),
             _ => self.on_conn_completion(completion),
         }
     }
@@ -305,6 +344,7 @@ impl Worker {
         self.stats.pipes_idle.set(self.pools.pipes.idle() as u64);
         self.stats.copied_turns.set(self.pools.copied_turns);
         self.stats.accept_paused.set(u64::from(self.accept_paused));
+        self.stats.http_pooled.set(self.http.pooled as u64);
     }
 
     /// Switches to a new table: new listeners start accepting, removed ones stop; connections keep the
@@ -325,7 +365,17 @@ impl Worker {
         }
         if self.drain_deadline_ms.is_none() {
             let workers = self.published.workers();
-            for route in &table.listeners {
+            for (listener, route) in table.listeners.iter().enumerate() {
+                let target = match route.tcp_cluster() {
+                    Some(cluster) => SlotTarget::Tcp {
+                        route: Arc::clone(&table.clusters[cluster]),
+                        cluster,
+                    },
+                    None => SlotTarget::Http {
+                        table: Arc::clone(&table),
+                        listener,
+                    },
+                };
                 for fd in route.sockets.fds_for(self.config.index, workers) {
                     let existing = self.listeners.iter_mut().find_map(|(_, slot)| {
                         slot.as_mut().filter(|s| {
@@ -334,18 +384,16 @@ impl Worker {
                                 && Arc::ptr_eq(&s.sockets, &route.sockets)
                         })
                     });
-                    let cluster = Arc::clone(&table.clusters[route.cluster]);
                     match existing {
                         Some(slot) => {
-                            slot.route = cluster;
-                            slot.cluster = route.cluster;
+                            slot.target = target.clone();
                             slot.epoch = epoch;
                         }
                         None => self.start_listener(
                             route.address,
                             Arc::clone(&route.sockets),
                             fd,
-                            (cluster, route.cluster, epoch),
+                            (target.clone(), epoch),
                         ),
                     }
                 }

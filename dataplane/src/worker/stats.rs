@@ -3,6 +3,7 @@
 //! Each counter is a relaxed atomic on its own cache line group per worker: a worker never contends with
 //! another worker, and a reader sees values that are at most a few events old.
 
+use crate::routing::http_counts::{HttpCloseCounts, HttpCounts};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A monotonically increasing event count.
@@ -66,4 +67,15 @@ pub struct WorkerStats {
     pub copied_turns: Gauge,
     /// 1 while this worker stopped accepting at the connection cap.
     pub accept_paused: Gauge,
+    /// HTTP client sessions open right now (upgraded ones count as connections).
+    pub http_sessions: Gauge,
+    /// HTTP requests finished (any outcome).
+    pub http_requests: Counter,
+    /// Idle backend connections in this worker's HTTP pool (published once per turn).
+    pub http_pooled: Gauge,
+    /// Requests sent on a pooled backend connection.
+    pub http_reused: Counter,
+    pub http_closes: HttpCloseCounts,
+    /// Requests answered without a route (404) or refused before routing (400, 431, 408, ...).
+    pub http_unrouted: HttpCounts,
 }

@@ -19,13 +19,13 @@ use crate::routing::{BackendSlot, ClusterSlot, Lease, RouteBackend, Wakers};
 /// An epoch no worker table has: connections use the stateless pick, so no table is needed.
 const NO_TABLE: u64 = u64::MAX;
 
-struct TestWorker {
-    worker: Worker,
+pub(super) struct TestWorker {
+    pub(super) worker: Worker,
     completions: Vec<Completion>,
 }
 
 impl TestWorker {
-    fn new(forward: ForwardMode) -> Self {
+    pub(super) fn new(forward: ForwardMode) -> Self {
         let wakers = Arc::new(Wakers::new(1).unwrap());
         let config = WorkerConfig {
             index: 0,
@@ -55,7 +55,7 @@ impl TestWorker {
     }
 
     /// Turns the loop until `done` holds; panics after 10 s.
-    fn turn_until(&mut self, what: &str, mut done: impl FnMut(&Worker) -> bool) {
+    pub(super) fn turn_until(&mut self, what: &str, mut done: impl FnMut(&Worker) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !done(&self.worker) {
             assert!(Instant::now() < deadline, "never happened: {what}");
@@ -75,7 +75,7 @@ impl TestWorker {
     }
 }
 
-fn route(backends: &[SocketAddr], limit: u32, timeouts: Timeouts) -> Arc<ClusterRoute> {
+pub(super) fn route(backends: &[SocketAddr], limit: u32, timeouts: Timeouts) -> Arc<ClusterRoute> {
     Arc::new(ClusterRoute {
         name: "t".into(),
         balance: Balance::RoundRobin,
@@ -85,6 +85,7 @@ fn route(backends: &[SocketAddr], limit: u32, timeouts: Timeouts) -> Arc<Cluster
             limit,
             Arc::new(Wakers::new(1).unwrap()),
         )),
+        pool: Default::default(),
         backends: backends
             .iter()
             .map(|&address| RouteBackend {

@@ -110,12 +110,11 @@ impl HttpSession {
             return HeadStep::Ended;
         }
 
-        // A final response before the whole request body: the rest of the body is not read, the
-        // backend connection is not reused, and the client connection closes after the response.
+        // A final response before the whole request body: the backend connection is not reused and
+        // the client connection closes after the response. The body keeps flowing while the response
+        // does (a backend may answer as it reads, echoing or streaming); whatever is left of it when
+        // the response ends is not read.
         let early = !matches!(ex.request, Body::Done);
-        if early {
-            ex.request = Body::Abandoned;
-        }
         ex.backend_reusable = framing.reusable && !early;
         ex.close_client = !ex.framing.keep_alive || early || framing.body == BodyKind::UntilClose;
         ex.status = self.response_head.status;
@@ -165,9 +164,12 @@ impl HttpSession {
     /// Ends the exchange once both sides are complete. Returns whether the session goes on with the
     /// next request.
     pub(super) fn finish_if_done(&mut self, out: &mut Vec<Action>) -> bool {
-        let done = self.exchange.as_ref().is_some_and(|ex| {
-            matches!(ex.response, ResponseState::Done)
-                && matches!(ex.request, Body::Done | Body::Abandoned)
+        let done = self.exchange.as_mut().is_some_and(|ex| {
+            let done = matches!(ex.response, ResponseState::Done);
+            if done && !matches!(ex.request, Body::Done) {
+                ex.request = Body::Abandoned;
+            }
+            done
         });
         if !done {
             return false;

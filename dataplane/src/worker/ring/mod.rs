@@ -68,6 +68,11 @@ pub enum OpKind {
     BackendRecv = 17,
     /// A send to a backend connection's socket.
     BackendSend = 18,
+    /// Readiness poll of an HTTP session's body spliced from client to backend (`index` names the
+    /// session).
+    HttpSpliceUp = 19,
+    /// Readiness poll of an HTTP session's body spliced from backend to client.
+    HttpSpliceDown = 20,
 }
 
 /// Which of the worker's objects an op's `index` and `generation` name.
@@ -105,6 +110,8 @@ impl OpKind {
             16 => BackendConnectTimeout,
             17 => BackendRecv,
             18 => BackendSend,
+            19 => HttpSpliceUp,
+            20 => HttpSpliceDown,
             _ => return None,
         })
     }
@@ -122,9 +129,8 @@ impl OpKind {
             Accept => Target::Listener,
             BackendConnect | BackendConnectTimeout | BackendRecv | BackendSend => Target::Backend,
             Connect | ConnectTimeout | PollUp | PollDown | SpliceInUp | SpliceOutUp
-            | SpliceInDown | SpliceOutDown | ClientWatch | ClientRecv | ClientSend => {
-                Target::Session
-            }
+            | SpliceInDown | SpliceOutDown | ClientWatch | ClientRecv | ClientSend
+            | HttpSpliceUp | HttpSpliceDown => Target::Session,
         }
     }
 

@@ -159,6 +159,34 @@ fn a_final_answer_before_the_body_closes_after_the_response() {
 }
 
 #[test]
+fn a_response_that_streams_before_the_request_body_ends_keeps_the_body_flowing() {
+    // An echoing backend answers as the body arrives: stopping the body there would stall both.
+    let mut h = Harness::new();
+    h.client(b"PUT /any HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\nabcd");
+    h.ready(false);
+    let actions = h.backend(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nabcd");
+    assert!(to_client(&actions).ends_with("abcd"), "{actions:?}");
+    assert_eq!(closed(&actions), None);
+    assert_eq!(
+        h.session.client_read(),
+        Read::Buffered,
+        "the rest of the body is read"
+    );
+    assert_eq!(to_backend(&h.client(b"efgh")), b"efgh");
+    let actions = h.backend(b"efgh");
+    assert_eq!(to_client_bytes(&actions), b"efgh");
+    assert!(
+        has(&actions, &Action::CloseBackend),
+        "a response that began early never pools its connection"
+    );
+    assert_eq!(
+        closed(&actions),
+        Some((CloseReason::Done, false)),
+        "the response said Connection: close, the body was complete"
+    );
+}
+
+#[test]
 fn reading_pauses_while_too_much_is_unsent() {
     let mut h = Harness::new();
     h.client(

@@ -1,0 +1,354 @@
+//! HTTP routing end to end: a real dataplane gets snapshots with HTTP listeners and routes from a
+//! scripted controlplane, real backends on loopback answer (the project's HTTP test backend: keep-alive,
+//! pipelining, chunked and streamed bodies, `Upgrade`), and a raw-socket client checks what a user
+//! would: routing by host, wildcard and path on one keep-alive connection, route changes on an open
+//! connection, backend reuse, bodies byte-exact both ways, pipelining, the upgrade tunnel, and the
+//! proxy's own answers (400, 404, 408, 431, 502, 503).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringway_shared::wire::Message;
+use ringway_shared::{
+    Backend, BackendState, Balance, Cluster, ClusterHttp, HttpListener, Listener, PathMatch, Route,
+    Snapshot, Timeouts,
+};
+use ringway_tests::Dataplane;
+use ringway_tests::fake_controlplane::{FakeControlplane, Session};
+use ringway_tests::http_backend::HttpBackend;
+use ringway_tests::http_client::HttpClient;
+use ringway_tests::net::{free_port, local};
+
+/// A dataplane fed by a scripted controlplane.
+struct Proxy {
+    session: Session,
+    address: SocketAddr,
+    dataplane: Dataplane,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = FakeControlplane::bind(&dir.path().join("cp.sock"));
+        let dataplane = Dataplane::start(dir.path(), &fake.path, &[]);
+        let session = fake.accept();
+        Self {
+            session,
+            address: local(free_port()),
+            dataplane,
+            _dir: dir,
+        }
+    }
+
+    fn apply(&mut self, snapshot: Snapshot) {
+        let version = snapshot.version;
+        self.session.send(&snapshot);
+        assert_eq!(self.session.reply(), Message::ack(version));
+    }
+}
+
+/// A route: name, hosts, path prefixes, cluster.
+type RouteSpec<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a str);
+
+fn snapshot(
+    version: u64,
+    listener: SocketAddr,
+    http: HttpListener,
+    routes: &[RouteSpec<'_>],
+    clusters: &[(&str, &[u16])],
+) -> Snapshot {
+    Snapshot::with_routes(
+        version,
+        vec![Listener::http(format!("http:{listener}"), listener, http)],
+        routes
+            .iter()
+            .map(|(name, hosts, paths, cluster)| Route {
+                listener,
+                name: name.to_string(),
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                path_match: PathMatch::Prefix,
+                header: None,
+                cluster: cluster.to_string(),
+            })
+            .collect(),
+        clusters
+            .iter()
+            .map(|(name, ports)| Cluster {
+                name: name.to_string(),
+                balance: Balance::RoundRobin,
+                timeouts: Timeouts {
+                    connect_ms: 2_000,
+                    ..Timeouts::default()
+                },
+                max_connections: 10_000,
+                backends: ports
+                    .iter()
+                    .map(|&port| Backend {
+                        address: local(port),
+                        weight: 500,
+                        max_connections: None,
+                        state: BackendState::Active,
+                    })
+                    .collect(),
+                http: Some(ClusterHttp::default()),
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_apply_on_open_connections()
+ {
+    let (shop, wild, api) = (
+        HttpBackend::start("shop"),
+        HttpBackend::start("wild"),
+        HttpBackend::start("api"),
+    );
+    let mut proxy = Proxy::start();
+    let routes: &[RouteSpec<'_>] = &[
+        ("shop", &["shop.test"], &[], "shop"),
+        ("wild", &["*.wild.test"], &[], "wild"),
+        ("api", &["shop.test"], &["/api"], "api"),
+        ("v2", &["shop.test"], &["/api/v2"], "wild"),
+    ];
+    let clusters: &[(&str, &[u16])] = &[
+        ("shop", &[shop.port()]),
+        ("wild", &[wild.port()]),
+        ("api", &[api.port()]),
+    ];
+    proxy.apply(snapshot(
+        1,
+        proxy.address,
+        HttpListener::default(),
+        routes,
+        clusters,
+    ));
+
+    let mut client = HttpClient::connect(proxy.address);
+    for (host, path, expected) in [
+        ("shop.test", "/", "shop GET / host=shop.test"),
+        ("a.wild.test", "/x", "wild GET /x host=a.wild.test"),
+        (
+            "SHOP.test:80",
+            "/api/v2/items?q=1",
+            "wild GET /api/v2/items?q=1 host=SHOP.test:80",
+        ),
+        ("shop.test", "/api/v1", "api GET /api/v1 host=shop.test"),
+        ("a.b.wild.test", "/", "wild GET / host=a.b.wild.test"),
+        ("shop.test", "/apiary", "api GET /apiary host=shop.test"),
+    ] {
+        let response = client.get(host, path);
+        assert_eq!(response.status, 200, "{host}{path}");
+        assert_eq!(response.text().trim_end(), expected, "{host}{path}");
+    }
+    let missing = client.get("wild.test", "/");
+    assert_eq!(
+        missing.status, 404,
+        "a wildcard does not match its own domain"
+    );
+    assert_eq!(
+        client.get("shop.test", "/").status,
+        200,
+        "the connection stays open after a 404"
+    );
+
+    // The same connection: the next request follows the new routes.
+    let moved: &[RouteSpec<'_>] = &[("shop", &["shop.test"], &[], "wild")];
+    proxy.apply(snapshot(
+        2,
+        proxy.address,
+        HttpListener::default(),
+        moved,
+        clusters,
+    ));
+    let response = client.get("shop.test", "/after");
+    assert_eq!(response.text().trim_end(), "wild GET /after host=shop.test");
+
+    assert_eq!(shop.requests(), 2);
+    assert_eq!(
+        shop.counters().accepted(),
+        1,
+        "both requests to shop on one pooled backend connection"
+    );
+    assert_eq!(wild.requests(), 4);
+    assert_eq!(wild.counters().accepted(), 1);
+
+    // Seen from outside: requests per service and backend by status class, the 404 as unrouted.
+    let admin = proxy.dataplane.admin_address();
+    let stats = ringway_tests::http::stats(admin);
+    let service = ringway_tests::http::find_service(&stats, "shop").unwrap();
+    assert_eq!(service["http"]["status"]["2xx"], 2, "{service}");
+    assert_eq!(
+        service["backends"][0]["http"]["status"]["2xx"], 2,
+        "{service}"
+    );
+    let unrouted: u64 = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            w["http_unrouted"]["errors"]["not_found"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(unrouted, 1);
+    let (_, metrics) = ringway_tests::http::get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("ringway_service_http_requests_total{class=\"2xx\",service=\"shop\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ringway_http_request_duration_seconds_count{service=\"shop\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bodies_pipelining_and_upgrades_pass_through_byte_exact() {
+    let echo = HttpBackend::start("echo");
+    let mut proxy = Proxy::start();
+    let routes: &[RouteSpec<'_>] = &[("echo", &[], &[], "echo")];
+    let clusters: &[(&str, &[u16])] = &[("echo", &[echo.port()])];
+    proxy.apply(snapshot(
+        1,
+        proxy.address,
+        HttpListener::default(),
+        routes,
+        clusters,
+    ));
+
+    // Pipelining: three requests in one write, three answers in order.
+    let mut client = HttpClient::connect(proxy.address);
+    client.send(
+        b"GET /1 HTTP/1.1\r\nHost: p\r\n\r\nGET /2 HTTP/1.1\r\nHost: p\r\n\r\nGET /3 HTTP/1.1\r\nHost: p\r\n\r\n",
+    );
+    for i in 1..=3 {
+        let response = client.response().unwrap();
+        assert_eq!(response.text().trim_end(), format!("echo GET /{i} host=p"));
+    }
+
+    // Chunked both ways.
+    let chunks: Vec<Vec<u8>> = (0..64u32)
+        .map(|i| (0..(1000 + i * 977)).map(|j| (i + j) as u8).collect())
+        .collect();
+    let mut request =
+        b"POST /chunked HTTP/1.1\r\nHost: p\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for chunk in &chunks {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    client.send(&request);
+    let response = client.response().unwrap();
+    assert_eq!(response.header("transfer-encoding"), Some("chunked"));
+    assert!(
+        response.body == chunks.concat(),
+        "the chunked body came back byte-exact"
+    );
+
+    // 100 MiB with Content-Length both ways (the body moves with splice), written from a thread while
+    // the response streams back.
+    const BIG: usize = 100 << 20;
+    let pattern: Arc<Vec<u8>> = Arc::new((0..BIG).map(|i| (i % 253) as u8).collect());
+    let mut big = HttpClient::connect(proxy.address);
+    let mut writer = big.stream.try_clone().unwrap();
+    let body = Arc::clone(&pattern);
+    let sender = std::thread::spawn(move || {
+        writer
+            .write_all(
+                format!("PUT /big HTTP/1.1\r\nHost: p\r\nContent-Length: {BIG}\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+        writer.write_all(&body).unwrap();
+    });
+    let response = big.response().unwrap();
+    sender.join().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), BIG);
+    assert!(response.body == *pattern, "100 MiB came back byte-exact");
+
+    // Upgrade: the 101, then raw bytes both ways.
+    let mut ws = HttpClient::connect(proxy.address);
+    ws.send(b"GET /chat HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let switching = ws.response().unwrap();
+    assert_eq!(switching.status, 101);
+    for message in [
+        &b"hello"[..],
+        &[0u8, 1, 2, 255, 13, 10][..],
+        &vec![7u8; 200_000][..],
+    ] {
+        ws.send(message);
+        assert_eq!(ws.raw(message.len()).unwrap(), message);
+    }
+}
+
+#[test]
+fn malformed_slow_and_unservable_requests_get_the_proxys_answers() {
+    let backend = HttpBackend::start("b");
+    let refused = free_port();
+    let mut proxy = Proxy::start();
+    let routes: &[RouteSpec<'_>] = &[
+        ("ok", &[], &["/"], "ok"),
+        ("refused", &[], &["/refused"], "refused"),
+        ("empty", &[], &["/empty"], "empty"),
+    ];
+    let clusters: &[(&str, &[u16])] = &[
+        ("ok", &[backend.port()]),
+        ("refused", &[refused]),
+        ("empty", &[]),
+    ];
+    let limits = HttpListener {
+        max_header_bytes: 2048,
+        request_head_ms: 500,
+        ..HttpListener::default()
+    };
+    proxy.apply(snapshot(1, proxy.address, limits, routes, clusters));
+
+    // Smuggling: Content-Length and Transfer-Encoding together.
+    let mut client = HttpClient::connect(proxy.address);
+    client.send(b"POST / HTTP/1.1\r\nHost: s\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(client.response().unwrap().status, 400);
+    assert!(client.closed(), "the connection closes after a 400");
+    assert_eq!(
+        backend.requests(),
+        0,
+        "the ambiguous request never reached the backend"
+    );
+
+    // An oversized head.
+    let mut client = HttpClient::connect(proxy.address);
+    client.send(
+        format!(
+            "GET / HTTP/1.1\r\nHost: s\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(4096)
+        )
+        .as_bytes(),
+    );
+    assert_eq!(client.response().unwrap().status, 431);
+
+    // Slowloris: a head that never ends.
+    let mut client = HttpClient::connect(proxy.address);
+    client.send(b"GET / HTTP/1.1\r\nHost: s\r\n");
+    let started = std::time::Instant::now();
+    assert_eq!(client.response().unwrap().status, 408);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // No backend listening, and no backend at all.
+    let mut client = HttpClient::connect(proxy.address);
+    assert_eq!(client.get("s", "/refused").status, 502);
+    let mut client = HttpClient::connect(proxy.address);
+    assert_eq!(client.get("s", "/empty").status, 503);
+    assert_eq!(
+        client.get("s", "/").status,
+        200,
+        "a 503 keeps the connection"
+    );
+    assert_eq!(backend.requests(), 1);
+}
