@@ -186,7 +186,7 @@ pub enum CliError {
     SourceUrl { flag: &'static str, url: String },
     #[error("--refresh-interval must not be 0")]
     ZeroRefresh,
-    #[error("--api: {0:?} is not an address like 127.0.0.1:9091 (empty disables the API)")]
+    #[error("--api: {0:?} is not an address like 127.0.0.1:9095 (empty disables the API)")]
     Api(String),
     #[error(transparent)]
     ApiArgs(#[from] ApiArgsError),
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn the_api_is_on_loopback_by_default_and_can_be_disabled() {
         let config = parse(&[]).unwrap().into_config().unwrap();
-        assert_eq!(config.api, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(config.api, Some("127.0.0.1:9095".parse().unwrap()));
         assert_eq!(config.api_token, None);
         assert_eq!(
             config.api_state_file,
