@@ -12,10 +12,12 @@
 //! service out, says which and why ([`Compiled::dropped`], which the publisher logs once per change), and
 //! compiles the rest. Only what no single service is to blame for fails the whole compile.
 
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use ringway_shared::{Backend, Cluster, Listener, ModelError, Protocol, Snapshot, Timeouts};
 
+use crate::model::http::DEFAULT_VHOST_PORT;
 use crate::model::{Catalog, Service};
 
 /// Version given to a freshly compiled snapshot; the [`Publisher`](crate::pipeline::publisher::Publisher) assigns the
@@ -29,6 +31,22 @@ pub struct CompileSettings {
     pub group_size: NonZeroU32,
     /// Service-wide connection limit when the source sets none (`--max-connections`).
     pub default_max_connections: NonZeroU32,
+    /// The shared HTTP port of virtual hosts (`--listen-address` + `--vhost-port`).
+    pub vhost_listen: SocketAddr,
+    /// marathon-lb's app-id routing listener (`--app-id-listen`).
+    pub app_id_listen: Option<SocketAddr>,
+}
+
+impl CompileSettings {
+    /// `group_size` and `default_max_connections`, the vhost port on 0.0.0.0:80, no app-id listener.
+    pub fn new(group_size: NonZeroU32, default_max_connections: NonZeroU32) -> Self {
+        Self {
+            group_size,
+            default_max_connections,
+            vhost_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_VHOST_PORT)),
+            app_id_listen: None,
+        }
+    }
 }
 
 /// Why a catalog could not become a snapshot.
@@ -174,10 +192,7 @@ mod tests {
     }
 
     fn settings(group: u32) -> CompileSettings {
-        CompileSettings {
-            group_size: nz(group),
-            default_max_connections: nz(8192),
-        }
+        CompileSettings::new(nz(group), nz(8192))
     }
 
     fn service(name: &str, port: u16, maxconn: Option<u32>, backends: &[u16]) -> Service {

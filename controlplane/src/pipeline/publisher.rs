@@ -313,10 +313,10 @@ pub(crate) mod tests {
     use std::num::NonZeroU32;
 
     pub(crate) fn publisher() -> Publisher {
-        Publisher::new(CompileSettings {
-            group_size: NonZeroU32::MIN,
-            default_max_connections: NonZeroU32::new(100).unwrap(),
-        })
+        Publisher::new(CompileSettings::new(
+            NonZeroU32::MIN,
+            NonZeroU32::new(100).unwrap(),
+        ))
     }
 
     pub(crate) fn catalog(weight: u16) -> Catalog {

@@ -11,6 +11,7 @@ use clap::{ArgAction, Parser};
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::api::DEFAULT_API;
+use crate::model::http::DEFAULT_VHOST_PORT;
 use crate::pipeline::intake::Coalescing;
 use crate::sources::consul::ConsulConfig;
 use crate::sources::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
@@ -93,6 +94,23 @@ pub struct Cli {
     /// IP address discovered services listen on.
     #[arg(long, env = "RINGWAY_LISTEN_ADDRESS", value_name = "IP", default_value_t = DEFAULT_LISTEN_IP)]
     pub listen_address: IpAddr,
+
+    /// Every discovered service is also the virtual host <name>.<DOMAIN> on --vhost-port (proxymatic's
+    /// naming: Marathon app /product/system/service → service.system.product.DOMAIN).
+    #[arg(long, env = "VHOST_DOMAIN", value_name = "DOMAIN", value_parser = parse_vhost_domain)]
+    pub vhost_domain: Option<String>,
+
+    /// The shared HTTP port (on --listen-address) of virtual hosts: HAPROXY_<N>_VHOST apps, --vhost-domain
+    /// names, docker-flow-proxy HTTP services without srcPort.
+    #[arg(long, env = "VHOST_PORT", value_name = "PORT", default_value_t = DEFAULT_VHOST_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub vhost_port: u16,
+
+    /// marathon-lb's app-id routing: an HTTP listener (IP:port, e.g. 0.0.0.0:9091) where a request with
+    /// `X-Marathon-App-Id: /app` reaches that Marathon app's HTTP service. Off when empty.
+    #[arg(long, env = "RINGWAY_APP_ID_LISTEN", value_name = "ADDR", default_value = "",
+          value_parser = parse_optional_addr)]
+    pub app_id_listen: OptionalAddr,
 
     /// Full re-read of every source this often, events or not (`60`, `60s`, `500ms`, `2m`).
     #[arg(long, env = "REFRESH_INTERVAL", value_name = "DURATION", default_value = "60s",
@@ -192,6 +210,29 @@ pub enum CliError {
     ApiArgs(#[from] ApiArgsError),
 }
 
+/// `--vhost-domain`: a host name (no wildcard), lowercased; empty means none.
+fn parse_vhost_domain(text: &str) -> Result<String, String> {
+    match crate::model::http::check_host(text) {
+        Ok(domain) if !domain.starts_with("*.") => Ok(domain),
+        Ok(_) => Err(format!("{text:?}: a domain, not a wildcard")),
+        Err(e) => Err(e),
+    }
+}
+
+/// An address flag that an empty value turns off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    match text.trim() {
+        "" => Ok(OptionalAddr(None)),
+        addr => addr
+            .parse::<SocketAddr>()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| format!("{addr:?} is not an address like 0.0.0.0:9091 (empty: off)")),
+    }
+}
+
 /// Every URL of `flag` must be http:// or https://; a URL in an error never shows its credentials.
 fn http_urls(flag: &'static str, urls: &[String]) -> Result<(), CliError> {
     match urls
@@ -267,6 +308,8 @@ impl Cli {
                 expose_host: self.expose_host,
                 groups: self.groups,
                 refresh_interval: self.refresh_interval,
+                vhost_domain: self.vhost_domain.clone(),
+                vhost_port: self.vhost_port,
             },
             coalescing: Coalescing::new(
                 Duration::from_millis(self.coalesce_ms),
@@ -291,6 +334,7 @@ impl Cli {
             },
             api_allowed_origins: self.api_args.allowed_origins()?,
             api_policy: self.api_args.policy()?,
+            app_id_listen: self.app_id_listen.0,
             api_state_file: Some(self.api_state_file)
                 .filter(|f| !f.trim().is_empty())
                 .map(PathBuf::from),
