@@ -43,6 +43,7 @@ pub fn snapshot(services: usize) -> Snapshot {
                     },
                 })
                 .collect(),
+            http: None,
         })
         .collect();
     let listeners = clusters
@@ -52,7 +53,8 @@ pub fn snapshot(services: usize) -> Snapshot {
             name: c.name.clone(),
             address: SocketAddr::from(([127, 0, (i >> 8) as u8, (i & 0xff) as u8 + 1], 20_000)),
             protocol: Protocol::Tcp,
-            cluster: c.name.clone(),
+            cluster: Some(c.name.clone()),
+            http: None,
         })
         .collect();
     Snapshot::new(1, listeners, clusters).expect("the fixture snapshot encodes")

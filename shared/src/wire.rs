@@ -17,7 +17,7 @@ use crate::model::Snapshot;
 
 /// Version of this protocol; bumped on any incompatible change to [`Message`] or the payload encoding.
 /// 2: [`Message::Ack`] carries the listeners the dataplane could not open.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest payload accepted. A 10,000-service / 100,000-backend snapshot is about 4 MiB.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
 /// Size of the length prefix.
@@ -349,7 +349,10 @@ pub fn write_message(writer: &mut impl Write, message: &Message) -> Result<(), W
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Backend, BackendState, Balance, Cluster, Listener, Protocol, Timeouts};
+    use crate::model::{
+        Backend, BackendState, Balance, Cluster, ClusterHttp, HttpListener, Listener, PathMatch,
+        Route, Timeouts,
+    };
     use proptest::prelude::*;
 
     fn snapshot(services: usize) -> Snapshot {
@@ -377,17 +380,36 @@ mod tests {
                         },
                     })
                     .collect(),
+                http: Some(ClusterHttp::default()),
             })
             .collect();
-        let listeners = (0..services)
-            .map(|i| Listener {
+        let http_address = "127.0.0.1:19999".parse().unwrap();
+        let mut listeners: Vec<Listener> = (0..services)
+            .map(|i| {
+                Listener::tcp(
+                    format!("svc{i}"),
+                    format!("127.0.0.1:{}", 20000 + i).parse().unwrap(),
+                    format!("svc{i}"),
+                )
+            })
+            .collect();
+        listeners.push(Listener::http(
+            "http",
+            http_address,
+            HttpListener::default(),
+        ));
+        let routes = (0..services)
+            .map(|i| Route {
+                listener: http_address,
                 name: format!("svc{i}"),
-                address: format!("127.0.0.1:{}", 20000 + i).parse().unwrap(),
-                protocol: Protocol::Tcp,
+                hosts: vec![format!("svc{i}.example.com")],
+                paths: vec!["/".into()],
+                path_match: PathMatch::Prefix,
+                header: None,
                 cluster: format!("svc{i}"),
             })
             .collect();
-        Snapshot::new(42, listeners, clusters).unwrap()
+        Snapshot::with_routes(42, listeners, routes, clusters).unwrap()
     }
 
     fn all_kinds() -> Vec<Message> {

@@ -23,7 +23,8 @@ fn one_service(version: u64, listen: u16, backend: u16) -> Snapshot {
             name: "echo".into(),
             address: local(listen),
             protocol: Protocol::Tcp,
-            cluster: "echo".into(),
+            cluster: Some("echo".into()),
+            http: None,
         }],
         vec![Cluster {
             name: "echo".into(),
@@ -36,6 +37,7 @@ fn one_service(version: u64, listen: u16, backend: u16) -> Snapshot {
                 max_connections: None,
                 state: BackendState::Active,
             }],
+            http: None,
         }],
     )
     .unwrap()

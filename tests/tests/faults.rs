@@ -211,7 +211,8 @@ fn snapshot(version: u64, listen: u16, backend: u16, weight: u16) -> Snapshot {
             name: "svc".into(),
             address: local(listen),
             protocol: Protocol::Tcp,
-            cluster: "svc".into(),
+            cluster: Some("svc".into()),
+            http: None,
         }],
         vec![Cluster {
             name: "svc".into(),
@@ -224,6 +225,7 @@ fn snapshot(version: u64, listen: u16, backend: u16, weight: u16) -> Snapshot {
                 max_connections: None,
                 state: BackendState::Active,
             }],
+            http: None,
         }],
     )
     .unwrap()

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
-use ringway_shared::{Backend, Cluster, Listener, ModelError, Protocol, Snapshot, Timeouts};
+use ringway_shared::{Backend, Cluster, Listener, ModelError, Snapshot, Timeouts};
 
 use crate::model::http::DEFAULT_VHOST_PORT;
 use crate::model::{Catalog, Service};
@@ -104,12 +104,7 @@ pub fn compile(catalog: &Catalog, settings: &CompileSettings) -> Result<Compiled
     let mut services: Vec<&Service> = catalog.services.iter().collect();
     services.sort_by(|a, b| a.name.cmp(&b.name));
     let compile_service = |service: &Service| {
-        let listener = Listener {
-            name: service.name.clone(),
-            address: service.listen,
-            protocol: Protocol::Tcp,
-            cluster: service.name.clone(),
-        };
+        let listener = Listener::tcp(service.name.clone(), service.listen, service.name.clone());
         (listener, compile_cluster(service, settings))
     };
 
@@ -173,11 +168,13 @@ fn compile_cluster(service: &Service, settings: &CompileSettings) -> Cluster {
             connect_ms: service.timeouts.connect_ms.unwrap_or(defaults.connect_ms),
             idle_ms: service.timeouts.idle_ms.unwrap_or(defaults.idle_ms),
             queue_ms: service.timeouts.queue_ms.unwrap_or(defaults.queue_ms),
+            ..defaults
         },
         max_connections: service
             .max_connections
             .unwrap_or(settings.default_max_connections.get()),
         backends,
+        http: None,
     }
 }
 
@@ -275,7 +272,7 @@ mod tests {
         assert_eq!(cluster.max_connections, 8192);
         assert_eq!(cluster.timeouts.connect_ms, 7);
         assert_eq!(cluster.timeouts.idle_ms, DEFAULT_IDLE_TIMEOUT_MS);
-        assert_eq!(snapshot.listeners[0].cluster, "a");
+        assert_eq!(snapshot.listeners[0].cluster.as_deref(), Some("a"));
 
         svc.max_connections = Some(3);
         let snapshot = compile(

@@ -206,7 +206,7 @@ impl StatsView {
                             .listeners
                             .iter()
                             .find(|l| l.address == f.address)
-                            .map(|l| l.cluster.clone())
+                            .and_then(|l| l.cluster.clone())
                             .unwrap_or_default(),
                         state: "bind_failed",
                         error: Some(f.error.clone()),

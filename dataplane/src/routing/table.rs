@@ -96,6 +96,8 @@ pub struct RouteBackend {
 pub enum BuildError {
     #[error("snapshot refers to cluster {0:?}, which it does not define")]
     MissingCluster(String),
+    #[error("listener {0:?} is an HTTP listener; this dataplane does not serve HTTP yet")]
+    HttpNotServed(String),
 }
 
 /// What persists of one cluster across versions: its slot and its backends' slots, in snapshot order.
@@ -149,6 +151,9 @@ impl TableBuilder {
     /// not freeze every later change. It is left out of the table and listed in
     /// [`RoutingTable::failed`]; building the same snapshot again retries it.
     pub fn build(&mut self, snapshot: Arc<Snapshot>) -> Result<RoutingTable, BuildError> {
+        if let Some(http) = snapshot.listeners.iter().find(|l| l.cluster.is_none()) {
+            return Err(BuildError::HttpNotServed(http.name.clone()));
+        }
         let mut opened: HashMap<SocketAddr, Arc<ListenerSockets>> = HashMap::new();
         let mut failed = Vec::new();
         for listener in &snapshot.listeners {
@@ -175,9 +180,10 @@ impl TableBuilder {
             .collect();
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         for listener in &snapshot.listeners {
+            let name = listener.cluster.as_deref().unwrap_or_default();
             let cluster = *cluster_index
-                .get(listener.cluster.as_str())
-                .ok_or_else(|| BuildError::MissingCluster(listener.cluster.clone()))?;
+                .get(name)
+                .ok_or_else(|| BuildError::MissingCluster(name.to_string()))?;
             let Some(sockets) = opened.get(&listener.address) else {
                 continue;
             };
@@ -407,7 +413,8 @@ mod tests {
                     name: "web".into(),
                     address: SocketAddr::from(([127, 0, 0, 1], port)),
                     protocol: Protocol::Tcp,
-                    cluster: "web".into(),
+                    cluster: Some("web".into()),
+                    http: None,
                 }],
                 vec![Cluster {
                     name: "web".into(),
@@ -423,6 +430,7 @@ mod tests {
                             state: BackendState::Active,
                         })
                         .collect(),
+                    http: None,
                 }],
             )
             .unwrap(),

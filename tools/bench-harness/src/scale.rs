@@ -104,6 +104,7 @@ pub fn big_snapshot(version: u64, services: usize, variant: u16) -> anyhow::Resu
             timeouts: Timeouts::default(),
             max_connections: 8192,
             backends,
+            http: None,
         });
     }
     let mut listeners = vec![probe_listener()];
@@ -113,7 +114,8 @@ pub fn big_snapshot(version: u64, services: usize, variant: u16) -> anyhow::Resu
             name: cluster.name.clone(),
             address: SocketAddr::from(([127, 0, 0, 1], SCALE_LISTENERS_FROM + l as u16)),
             protocol: Protocol::Tcp,
-            cluster: cluster.name.clone(),
+            cluster: Some(cluster.name.clone()),
+            http: None,
         });
     }
     Ok(Snapshot::new(version, listeners, clusters)?)
@@ -124,7 +126,8 @@ fn probe_listener() -> Listener {
         name: "probe".into(),
         address: SocketAddr::from(([127, 0, 0, 1], SCALE_PROBE_LISTEN)),
         protocol: Protocol::Tcp,
-        cluster: "probe".into(),
+        cluster: Some("probe".into()),
+        http: None,
     }
 }
 
@@ -147,6 +150,7 @@ fn probe_cluster(weight: u16) -> Cluster {
         timeouts: Timeouts::default(),
         max_connections: 8192,
         backends,
+        http: None,
     }
 }
 

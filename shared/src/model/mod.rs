@@ -1,5 +1,8 @@
 //! The route snapshot: the whole routing state a dataplane needs, immutable once built.
 //!
+//! TCP listeners name the cluster every connection goes to; HTTP listeners carry their limits
+//! ([`HttpListener`]) and are served by the top-level [`Route`]s that name them ([`http`]).
+//!
 //! A snapshot is always shipped whole (no deltas): it is simple, it heals any missed update, and at the
 //! design's scale (10,000 services, 100,000 backends) it encodes in a few milliseconds. The controlplane
 //! builds one with [`Snapshot::new`], which computes the content hash; the dataplane checks every snapshot
@@ -9,6 +12,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+pub mod http;
+
+pub use http::{ClusterHttp, HeaderMatch, HttpListener, PathMatch, Route};
 
 /// Lowest backend weight. Zero is not a weight: draining is a [`BackendState`].
 pub const WEIGHT_MIN: u16 = 1;
@@ -24,15 +31,24 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u32 = 2_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 60_000;
 /// Default time a connection may wait for a free backend slot.
 pub const DEFAULT_QUEUE_TIMEOUT_MS: u32 = 5_000;
+/// Default time an HTTP backend has to start its response after the request was sent (then `504`);
+/// proxymatic's and HAProxy's `timeout server`.
+pub const DEFAULT_SERVER_TIMEOUT_MS: u32 = 60_000;
+/// Default inactivity limit of an upgraded (WebSocket) connection, both ways.
+pub const DEFAULT_TUNNEL_TIMEOUT_MS: u32 = 3_600_000;
 
 /// The whole routing state at one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Strictly increasing per controlplane lineage; a dataplane never applies a version older than its own.
     pub version: u64,
-    /// Hash of `listeners` and `clusters` (not of `version`): equal hashes mean identical routing.
+    /// Hash of `listeners`, `routes` and `clusters` (not of `version`): equal hashes mean identical routing.
     pub hash: u64,
     pub listeners: Vec<Listener>,
+    /// HTTP routes, each attached to one HTTP listener by address. Top-level rather than nested in the
+    /// listener, so that a later delta protocol can change one route without resending a listener with
+    /// thousands of virtual hosts.
+    pub routes: Vec<Route>,
     pub clusters: Vec<Cluster>,
 }
 
@@ -43,8 +59,34 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub protocol: Protocol,
-    /// Name of the [`Cluster`] that receives this listener's connections.
-    pub cluster: String,
+    /// TCP: the [`Cluster`] that receives every connection (required). HTTP: `None`; routes decide.
+    pub cluster: Option<String>,
+    /// HTTP: the limits that apply before a route is known (required). TCP: `None`.
+    pub http: Option<HttpListener>,
+}
+
+impl Listener {
+    /// A TCP listener forwarding every connection to `cluster`.
+    pub fn tcp(name: impl Into<String>, address: SocketAddr, cluster: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            address,
+            protocol: Protocol::Tcp,
+            cluster: Some(cluster.into()),
+            http: None,
+        }
+    }
+
+    /// An HTTP listener; its [`Route`]s say where each request goes.
+    pub fn http(name: impl Into<String>, address: SocketAddr, http: HttpListener) -> Self {
+        Self {
+            name: name.into(),
+            address,
+            protocol: Protocol::Http,
+            cluster: None,
+            http: Some(http),
+        }
+    }
 }
 
 /// What a listener speaks.
@@ -52,6 +94,8 @@ pub struct Listener {
 pub enum Protocol {
     /// Plain TCP: bytes are forwarded untouched.
     Tcp,
+    /// HTTP/1.1: each request is routed by header, host and path.
+    Http,
 }
 
 /// A set of interchangeable backends and how to choose among them.
@@ -63,6 +107,8 @@ pub struct Cluster {
     /// Total concurrent connections for this cluster on one dataplane (all cores together); at least 1.
     pub max_connections: u32,
     pub backends: Vec<Backend>,
+    /// Backend connection reuse; `Some` for clusters that serve HTTP routes.
+    pub http: Option<ClusterHttp>,
 }
 
 /// Backend selection policy.
@@ -82,6 +128,10 @@ pub struct Timeouts {
     pub idle_ms: u32,
     /// How long a connection waits for a free backend slot before it is closed.
     pub queue_ms: u32,
+    /// HTTP: time from the request sent to the first response byte (then `504`).
+    pub server_ms: u32,
+    /// HTTP: inactivity limit of an upgraded (`101`) connection.
+    pub tunnel_ms: u32,
 }
 
 impl Default for Timeouts {
@@ -90,6 +140,8 @@ impl Default for Timeouts {
             connect_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             idle_ms: DEFAULT_IDLE_TIMEOUT_MS,
             queue_ms: DEFAULT_QUEUE_TIMEOUT_MS,
+            server_ms: DEFAULT_SERVER_TIMEOUT_MS,
+            tunnel_ms: DEFAULT_TUNNEL_TIMEOUT_MS,
         }
     }
 }
@@ -125,7 +177,7 @@ pub enum ModelError {
     Unhashable(String),
 }
 
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ModelError {
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ModelError {
     ModelError::Invalid {
         field: field.into(),
         reason: reason.into(),
@@ -133,17 +185,28 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ModelError {
 }
 
 impl Snapshot {
-    /// Builds a snapshot and computes its content hash.
+    /// Builds a snapshot without HTTP routes and computes its content hash.
     pub fn new(
         version: u64,
         listeners: Vec<Listener>,
         clusters: Vec<Cluster>,
     ) -> Result<Self, ModelError> {
-        let hash = content_hash(&listeners, &clusters)?;
+        Self::with_routes(version, listeners, Vec::new(), clusters)
+    }
+
+    /// Builds a snapshot and computes its content hash.
+    pub fn with_routes(
+        version: u64,
+        listeners: Vec<Listener>,
+        routes: Vec<Route>,
+        clusters: Vec<Cluster>,
+    ) -> Result<Self, ModelError> {
+        let hash = content_hash(&listeners, &routes, &clusters)?;
         Ok(Self {
             version,
             hash,
             listeners,
+            routes,
             clusters,
         })
     }
@@ -164,7 +227,7 @@ impl Snapshot {
 
     /// Checks every invariant a dataplane relies on; the first violation is returned.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let actual = content_hash(&self.listeners, &self.clusters)?;
+        let actual = content_hash(&self.listeners, &self.routes, &self.clusters)?;
         if actual != self.hash {
             return Err(ModelError::HashMismatch {
                 claimed: self.hash,
@@ -197,14 +260,42 @@ impl Snapshot {
                     format!("{} is used by another listener", listener.address),
                 ));
             }
-            if !cluster_names.contains(listener.cluster.as_str()) {
-                return Err(invalid(
-                    format!("{}.cluster", at()),
-                    format!("no cluster named {:?}", listener.cluster),
-                ));
+            match (listener.protocol, &listener.cluster, &listener.http) {
+                (Protocol::Tcp, Some(cluster), None) => {
+                    if !cluster_names.contains(cluster.as_str()) {
+                        return Err(invalid(
+                            format!("{}.cluster", at()),
+                            format!("no cluster named {cluster:?}"),
+                        ));
+                    }
+                }
+                (Protocol::Tcp, None, _) => {
+                    return Err(invalid(
+                        format!("{}.cluster", at()),
+                        "a TCP listener needs one",
+                    ));
+                }
+                (Protocol::Tcp, _, Some(_)) => {
+                    return Err(invalid(format!("{}.http", at()), "only for HTTP listeners"));
+                }
+                (Protocol::Http, Some(_), _) => {
+                    return Err(invalid(
+                        format!("{}.cluster", at()),
+                        "an HTTP listener routes by its routes, not to one cluster",
+                    ));
+                }
+                (Protocol::Http, None, None) => {
+                    return Err(invalid(
+                        format!("{}.http", at()),
+                        "an HTTP listener needs its limits",
+                    ));
+                }
+                (Protocol::Http, None, Some(limits)) => {
+                    limits.validate(|| format!("{}.http", at()))?;
+                }
             }
         }
-        Ok(())
+        http::validate_routes(&self.routes, &self.listeners, &cluster_names)
     }
 }
 
@@ -224,6 +315,8 @@ impl Cluster {
             ("connect_ms", self.timeouts.connect_ms),
             ("idle_ms", self.timeouts.idle_ms),
             ("queue_ms", self.timeouts.queue_ms),
+            ("server_ms", self.timeouts.server_ms),
+            ("tunnel_ms", self.timeouts.tunnel_ms),
         ] {
             if value == 0 {
                 return Err(invalid(
@@ -231,6 +324,9 @@ impl Cluster {
                     "must be at least 1",
                 ));
             }
+        }
+        if let Some(reuse) = &self.http {
+            reuse.validate(|| format!("{}.http", at()))?;
         }
         let mut seen = HashSet::with_capacity(self.backends.len());
         for (i, backend) in self.backends.iter().enumerate() {
@@ -261,7 +357,7 @@ impl Cluster {
     }
 }
 
-fn display_name(name: &str, index: usize) -> String {
+pub(crate) fn display_name(name: &str, index: usize) -> String {
     if name.is_empty() {
         index.to_string()
     } else {
@@ -270,8 +366,12 @@ fn display_name(name: &str, index: usize) -> String {
 }
 
 /// Hash of the routing content; stable across processes and platforms because it hashes the wire encoding.
-pub fn content_hash(listeners: &[Listener], clusters: &[Cluster]) -> Result<u64, ModelError> {
-    let bytes = crate::codec::encode(&(listeners, clusters))
+pub fn content_hash(
+    listeners: &[Listener],
+    routes: &[Route],
+    clusters: &[Cluster],
+) -> Result<u64, ModelError> {
+    let bytes = crate::codec::encode(&(listeners, routes, clusters))
         .map_err(|e| ModelError::Unhashable(e.to_string()))?;
     Ok(xxhash_rust::xxh3::xxh3_64(&bytes))
 }
@@ -289,24 +389,24 @@ mod tests {
         };
         Snapshot::new(
             7,
-            vec![Listener {
-                name: "web".into(),
-                address: "127.0.0.1:18080".parse().unwrap(),
-                protocol: Protocol::Tcp,
-                cluster: "web".into(),
-            }],
+            vec![Listener::tcp(
+                "web",
+                "127.0.0.1:18080".parse().unwrap(),
+                "web",
+            )],
             vec![Cluster {
                 name: "web".into(),
                 balance: Balance::RoundRobin,
                 timeouts: Timeouts::default(),
                 max_connections: 100,
                 backends: vec![backend(19001, 500), backend(19002, 1)],
+                http: None,
             }],
         )
         .unwrap()
     }
 
-    fn field_of(err: ModelError) -> String {
+    pub(crate) fn field_of(err: ModelError) -> String {
         match err {
             ModelError::Invalid { field, .. } => field,
             other => panic!("expected a field error, got {other}"),
@@ -373,6 +473,18 @@ mod tests {
                 "clusters[web].timeouts.idle_ms",
             ),
             (
+                Box::new(|s| s.clusters[0].timeouts.server_ms = 0),
+                "clusters[web].timeouts.server_ms",
+            ),
+            (
+                Box::new(|s| s.listeners[0].cluster = None),
+                "listeners[web].cluster",
+            ),
+            (
+                Box::new(|s| s.listeners[0].http = Some(HttpListener::default())),
+                "listeners[web].http",
+            ),
+            (
                 Box::new(|s| {
                     let b = s.clusters[0].backends[0].clone();
                     s.clusters[0].backends[1] = b;
@@ -380,7 +492,7 @@ mod tests {
                 "clusters[web].backends[1].address",
             ),
             (
-                Box::new(|s| s.listeners[0].cluster = "nope".into()),
+                Box::new(|s| s.listeners[0].cluster = Some("nope".into())),
                 "listeners[web].cluster",
             ),
             (
