@@ -236,21 +236,23 @@ pub fn check_host(host: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// Checks one path of a route with `kind`: `/…` for prefix and exact; a regex that compiles.
+/// Checks one path of a route with `kind`: no spaces or control characters (the request line could not
+/// carry them); `/…` for prefix and exact; a regex that compiles.
 pub fn check_path(path: &str, kind: PathMatch) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("an empty path".into());
+    }
     if path.len() > MAX_PATH_LEN {
         return Err(format!("longer than {MAX_PATH_LEN} bytes"));
     }
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("{path:?} contains a space or a control character"));
+    }
     match kind {
-        PathMatch::Prefix | PathMatch::Exact => {
-            if !path.starts_with('/') {
-                return Err(format!("{path:?} does not start with '/'"));
-            }
-            if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-                return Err(format!("{path:?} contains a space or a control character"));
-            }
-            Ok(())
+        PathMatch::Prefix | PathMatch::Exact if !path.starts_with('/') => {
+            Err(format!("{path:?} does not start with '/'"))
         }
+        PathMatch::Prefix | PathMatch::Exact => Ok(()),
         PathMatch::Regex => regex::RegexBuilder::new(path)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
@@ -325,6 +327,11 @@ mod tests {
         assert!(check_path("api", PathMatch::Prefix).is_err());
         assert!(check_path("/a b", PathMatch::Exact).is_err());
         check_path("^/v[0-9]+/", PathMatch::Regex).unwrap();
+        assert!(
+            check_path("^/a b", PathMatch::Regex).is_err(),
+            "the snapshot refuses spaces"
+        );
+        assert!(check_path("", PathMatch::Regex).is_err());
         let err = check_path("/(unclosed", PathMatch::Regex).unwrap_err();
         assert!(err.contains("not a valid regex"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");

@@ -105,6 +105,7 @@ pub struct Publisher {
 struct Reported {
     merges: OncePerChange<MergeNote>,
     dropped: OncePerChange<DroppedService>,
+    left_out: OncePerChange<DroppedService>,
 }
 
 /// What every publish is made of.
@@ -246,6 +247,15 @@ impl Publisher {
                 reason = dropped.reason,
                 "service left out of the snapshot, the others are published: {}",
                 dropped.reason
+            );
+        }
+        for left_out in self.reported().left_out.news(compiled.left_out) {
+            warn!(
+                service = left_out.service,
+                listen = %left_out.listen,
+                reason = left_out.reason,
+                "part of a service not served: {}",
+                left_out.reason
             );
         }
         let mut snapshot = compiled.snapshot;

@@ -1,6 +1,7 @@
 //! The services file's HTTP keys (`mode`, `hosts`, `paths`, `path_match`, the HTTP timeouts and the
 //! listener limits), and what services sharing a listen address must agree on.
 
+use ringway_shared::model::http::{MAX_HEADER_BYTES_LIMIT, MAX_HEADERS_LIMIT};
 use serde_spanned::Spanned;
 
 use super::{Checker, Identity, RawService};
@@ -53,12 +54,12 @@ impl Checker<'_> {
             max_header_bytes: number(
                 &raw.http_max_header_bytes,
                 "http_max_header_bytes",
-                u32::MAX,
+                MAX_HEADER_BYTES_LIMIT,
             ),
             max_headers: number(
                 &raw.http_max_headers,
                 "http_max_headers",
-                u32::from(u16::MAX),
+                u32::from(MAX_HEADERS_LIMIT),
             )
             .map(|n| n as u16),
             request_head_ms: number(

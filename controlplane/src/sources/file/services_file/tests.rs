@@ -407,9 +407,9 @@ fn bad_http_values_name_the_service_and_field() {
             "an empty list matches nothing",
         ),
         (
-            "http_max_header_bytes = 5000000000",
+            "http_max_header_bytes = 2000000",
             r#"service "blog" http_max_header_bytes"#,
-            "larger than 4294967295",
+            "larger than 1048576",
         ),
         (
             "timeout_server_ms = 0",
