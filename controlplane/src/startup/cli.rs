@@ -106,8 +106,8 @@ pub struct Cli {
           value_parser = clap::value_parser!(u16).range(1..))]
     pub vhost_port: u16,
 
-    /// marathon-lb's app-id routing: an HTTP listener (IP:port, e.g. 0.0.0.0:9091) where a request with
-    /// `X-Marathon-App-Id: /app` reaches that Marathon app's HTTP service. Off when empty.
+    /// marathon-lb's app-id routing: an HTTP listener (IP:port, or :9091 for every IPv4 interface) where a
+    /// request with `X-Marathon-App-Id: /app` reaches that Marathon app's HTTP service. Off when empty.
     #[arg(long, env = "RINGWAY_APP_ID_LISTEN", value_name = "ADDR", default_value = "",
           value_parser = parse_optional_addr)]
     pub app_id_listen: OptionalAddr,
@@ -223,9 +223,16 @@ fn parse_vhost_domain(text: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionalAddr(pub Option<SocketAddr>);
 
+/// Parses an optional address; `:PORT` (marathon-lb's spelling) is every IPv4 interface.
 fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
     match text.trim() {
         "" => Ok(OptionalAddr(None)),
+        addr if addr.starts_with(':') => format!("0.0.0.0{addr}")
+            .parse::<SocketAddr>()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| {
+                format!("{addr:?} is not an address like 0.0.0.0:9091 or :9091 (empty: off)")
+            }),
         addr => addr
             .parse::<SocketAddr>()
             .map(|a| OptionalAddr(Some(a)))
@@ -625,6 +632,46 @@ mod tests {
     }
 
     #[test]
+    fn http_routing_flags() {
+        let config = parse(&[
+            "--listen-address",
+            "127.0.0.2",
+            "--vhost-domain",
+            "Example.COM.",
+            "--vhost-port",
+            "8080",
+            "--app-id-listen",
+            "0.0.0.0:9091",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.discovery.vhost_domain.as_deref(),
+            Some("example.com")
+        );
+        let compile = config.compile_settings();
+        assert_eq!(compile.vhost_listen, "127.0.0.2:8080".parse().unwrap());
+        assert_eq!(compile.app_id_listen, Some("0.0.0.0:9091".parse().unwrap()));
+        let defaults = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!(defaults.compile_settings().vhost_listen.port(), 80);
+        assert_eq!(
+            defaults.app_id_listen, None,
+            "app-id routing is off by default"
+        );
+        assert_eq!(defaults.api, Some("127.0.0.1:9095".parse().unwrap()));
+        assert!(parse(&["--vhost-domain", "*.example.com"]).is_err());
+        assert!(parse(&["--vhost-domain", "exa mple"]).is_err());
+        assert!(parse(&["--vhost-port", "0"]).is_err());
+        let marathon_lb = parse(&["--app-id-listen", ":9091"]).unwrap();
+        assert_eq!(
+            marathon_lb.app_id_listen.0,
+            Some("0.0.0.0:9091".parse().unwrap())
+        );
+        assert!(parse(&["--app-id-listen", "9091"]).is_err());
+    }
+
+    #[test]
     fn allow_uid_repeats() {
         let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
         assert_eq!(cli.allow_uids, vec![5, 7]);
@@ -676,6 +723,9 @@ mod tests {
             "RINGWAY_ETCD_CA",
             "RINGWAY_ETCD_CERT",
             "RINGWAY_ETCD_KEY",
+            "VHOST_DOMAIN",
+            "VHOST_PORT",
+            "RINGWAY_APP_ID_LISTEN",
         ] {
             assert!(
                 help.contains(&format!("env: {var}")),
