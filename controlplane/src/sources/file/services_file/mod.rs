@@ -16,15 +16,7 @@
 //! name = "shop"
 //! mode = "http"                   # default "tcp"; HTTP services may share one listen address
 //! listen = "0.0.0.0:80"
-//! hosts = ["shop.example.com", "*.shop.example.com"]   # absent: any host
-//! paths = ["/api", "/cart"]       # absent: every path
-//! path_match = "prefix"           # or "exact", "regex"
-//! timeout_server_ms = 60000       # time to the first response byte (504)
-//! timeout_tunnel_ms = 3600000     # an upgraded (WebSocket) connection's inactivity
-//! http_max_header_bytes = 16384   # per listener (431); services on one listener must agree
-//! http_max_headers = 100          # per listener (431)
-//! timeout_request_head_ms = 10000 # per listener: a request head must arrive within this (408)
-//! timeout_keepalive_ms = 60000    # per listener: idle time between requests on a client connection
+//! hosts = ["shop.example.com"]    # also paths, path_match, timeout_server_ms, … (docs/configuration.md)
 //! backends = [ { address = "10.0.0.5:8080" } ]
 //! ```
 //!
