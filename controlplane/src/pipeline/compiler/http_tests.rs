@@ -325,3 +325,23 @@ fn the_http_snapshot_does_not_depend_on_input_order() {
     let backward = compile_all(reversed, &settings());
     assert_eq!(forward, backward);
 }
+
+proptest::proptest! {
+    /// Whatever host, path and match kind the sources' check accepts, the snapshot's own validation (the
+    /// dataplane's NACK rule) accepts too: a checked route never makes a dataplane refuse a snapshot.
+    #[test]
+    fn what_the_sources_accept_the_snapshot_accepts(
+        hosts in proptest::collection::vec("[*.a-zA-Z0-9_:-]{0,12}", 0..3),
+        paths in proptest::collection::vec("[/a-z0-9.*+?()\\[\\]^$ \t%-]{0,10}", 0..3),
+        kind in 0..3u8,
+    ) {
+        let kind = [PathMatch::Prefix, PathMatch::Exact, PathMatch::Regex][usize::from(kind)];
+        if let Ok(route) = crate::model::http::route_match(&hosts, &paths, kind) {
+            let mut service = http("svc", "0.0.0.0:8000", &[], &[]);
+            service.route = route;
+            let compiled = compile_all(vec![service], &settings());
+            proptest::prop_assert!(compiled.dropped.is_empty(), "{:?}", compiled.dropped);
+            proptest::prop_assert_eq!(compiled.snapshot.routes.len(), 1);
+        }
+    }
+}
