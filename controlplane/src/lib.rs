@@ -115,6 +115,7 @@ pub async fn run_until(config: Config, shutdown: impl Future<Output = ()>) -> an
                 handle,
                 Arc::clone(&publisher),
                 config.discovery.listen_ip,
+                config.discovery.vhost_port,
                 config.api_state_file.clone(),
                 &policy,
             )

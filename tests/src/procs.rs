@@ -61,7 +61,7 @@ impl Proc {
             .is_some_and(|n| n == "ringway-controlplane")
         {
             // Every test controlplane gets a free API port and no state file unless it says otherwise:
-            // the defaults (127.0.0.1:9091, /var/lib/ringway) would be shared by tests running in parallel.
+            // the defaults (127.0.0.1:9095, /var/lib/ringway) would be shared by tests running in parallel.
             command
                 .env("RINGWAY_API", "127.0.0.1:0")
                 .env("RINGWAY_API_STATE_FILE", "");

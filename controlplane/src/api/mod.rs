@@ -1,4 +1,4 @@
-//! The controlplane's HTTP API (`--api`, default `127.0.0.1:9091`): see and steer a running Ringway.
+//! The controlplane's HTTP API (`--api`, default `127.0.0.1:9095`): see and steer a running Ringway.
 //!
 //! - `GET /v1/sources`, `GET /v1/services`: what the sources say, what was merged and overridden, which
 //!   snapshot is current and what every dataplane ACKed ([`views`]).
@@ -51,7 +51,7 @@ use state::ApiState;
 
 /// Default `--api`: loopback only, so nothing off the host can steer the routing unless the operator
 /// chooses an address (and, then, a token).
-pub const DEFAULT_API: &str = "127.0.0.1:9091";
+pub const DEFAULT_API: &str = "127.0.0.1:9095";
 /// A client must send its request head within this time (a slow or stuck client holds no task for long);
 /// it also closes a keep-alive connection idle for that long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

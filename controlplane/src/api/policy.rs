@@ -62,7 +62,10 @@ impl RegistrationPolicy {
     pub fn check_ports(&self, registration: &Registration) -> Result<(), DfpError> {
         for destination in &registration.destinations {
             let field = indexed_name("srcPort", destination.index);
-            let port = destination.src_port;
+            // Without srcPort: the operator's own --vhost-port.
+            let Some(port) = destination.src_port else {
+                continue;
+            };
             if !self.ports.contains(&port) {
                 return Err(DfpError::bad(
                     &field,
@@ -253,7 +256,7 @@ mod tests {
             service_name: "svc".into(),
             destinations: vec![Destination {
                 index: 2,
-                src_port,
+                src_port: Some(src_port),
                 port: 80,
                 mode: ServiceMode::Tcp,
                 hosts: vec!["db".into()],
@@ -263,8 +266,10 @@ mod tests {
                     .collect(),
                 service_path: Vec::new(),
                 service_domain: Vec::new(),
+                path_match: Default::default(),
             }],
             timeout_server_s: None,
+            timeout_tunnel_s: None,
         }
     }
 

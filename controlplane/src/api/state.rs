@@ -91,6 +91,8 @@ pub struct ApiState {
     handle: SourceHandle,
     publisher: Arc<Publisher>,
     listen_ip: IpAddr,
+    /// The shared HTTP port, where HTTP destinations without `srcPort` are served.
+    vhost_port: u16,
     file: Option<PathBuf>,
     /// The registrations; the lock also serialises every change with its write to the file.
     services: Mutex<BTreeMap<String, Registration>>,
@@ -106,6 +108,7 @@ impl ApiState {
         handle: SourceHandle,
         publisher: Arc<Publisher>,
         listen_ip: IpAddr,
+        vhost_port: u16,
         file: Option<PathBuf>,
         policy: &RegistrationPolicy,
     ) -> Result<Self, StateError> {
@@ -147,6 +150,7 @@ impl ApiState {
             handle,
             publisher,
             listen_ip,
+            vhost_port,
             file,
             services: Mutex::new(saved.services),
         };
@@ -168,7 +172,7 @@ impl ApiState {
     }
 
     fn catalog(&self, services: &BTreeMap<String, Registration>) -> Catalog {
-        dfp::catalog(services.values(), self.listen_ip)
+        dfp::catalog(services.values(), self.listen_ip, self.vhost_port)
     }
 
     /// The registrations, for the API's views.
@@ -213,8 +217,17 @@ impl ApiState {
 
     /// Refuses a destination whose listen address another source serves.
     fn check_not_owned(&self, registration: &Registration) -> Result<(), StateError> {
-        for destination in &registration.destinations {
-            let listen = SocketAddr::new(self.listen_ip, destination.src_port);
+        // HTTP destinations share their listener with other HTTP services by design (the compiler keeps
+        // their routes apart); a TCP one would take over another source's listener.
+        for destination in registration
+            .destinations
+            .iter()
+            .filter(|d| d.mode == crate::model::ServiceMode::Tcp)
+        {
+            let Some(src_port) = destination.src_port else {
+                continue;
+            };
+            let listen = SocketAddr::new(self.listen_ip, src_port);
             let owner = self
                 .publisher
                 .find_listener(self.handle.id(), |other| listens_overlap(listen, other));
@@ -492,6 +505,7 @@ mod tests {
             handle,
             Arc::clone(&publisher),
             IpAddr::from([127, 0, 0, 1]),
+            80,
             Some(file.clone()),
             &RegistrationPolicy::default(),
         )
@@ -507,15 +521,17 @@ mod tests {
             service_name: "svc".into(),
             destinations: vec![Destination {
                 index: 0,
-                src_port: 18080,
+                src_port: Some(18080),
                 port: backend_port,
                 mode: ServiceMode::Tcp,
                 hosts: vec!["127.0.0.1".into()],
                 backends: vec![SocketAddr::from(([127, 0, 0, 1], backend_port))],
                 service_path: Vec::new(),
                 service_domain: Vec::new(),
+                path_match: Default::default(),
             }],
             timeout_server_s: None,
+            timeout_tunnel_s: None,
         };
         let policy = RegistrationPolicy::default();
         let good = state

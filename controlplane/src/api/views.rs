@@ -8,7 +8,7 @@ use ringway_shared::{BackendState, Balance};
 use serde::Serialize;
 
 use crate::model::SourceId;
-use crate::model::{Catalog, ServiceMode};
+use crate::model::{Catalog, RouteMatch, ServiceMode};
 use crate::pipeline::overrides::BackendOverride;
 use crate::pipeline::publisher::{Inputs, Published};
 use crate::serve::registry::DataplaneInfo;
@@ -43,7 +43,15 @@ pub struct ServiceView {
     pub listen: SocketAddr,
     pub mode: ServiceMode,
     pub balance: &'static str,
-    pub vhosts: Vec<String>,
+    /// HTTP services: which requests on `listen` reach the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteMatch>,
+    /// Served on the shared virtual-host port with this match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<RouteMatch>,
+    /// Marathon app id (`--app-id-listen`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
     /// The backends a switch moved the service to, if one is in force.
     pub switch: Option<BTreeSet<SocketAddr>>,
     pub instances: Vec<InstanceView>,
@@ -172,7 +180,9 @@ impl ServicesView {
                     listen: service.listen,
                     mode: service.mode,
                     balance: balance_word(service.balance),
-                    vhosts: service.vhosts.clone(),
+                    route: (service.mode == ServiceMode::Http).then(|| service.route.clone()),
+                    vhost: service.vhost.clone(),
+                    app_id: service.app_id.clone(),
                     switch: inputs.overrides.switch(service.listen).cloned(),
                     instances,
                 }

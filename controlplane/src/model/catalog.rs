@@ -16,6 +16,8 @@ use std::net::SocketAddr;
 use ringway_shared::{BackendState, Balance};
 use serde::{Deserialize, Serialize};
 
+use super::http::{HttpListenerSettings, RouteMatch};
+
 /// Everything one source currently knows: its full view, never a delta.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
@@ -43,12 +45,26 @@ pub struct Service {
     /// Total concurrent connections for the service on one dataplane; `None` takes `--max-connections`.
     pub max_connections: Option<u32>,
     pub timeouts: ServiceTimeouts,
-    /// What the service speaks, as its labels say. The dataplane forwards TCP only today, so `http` is kept
-    /// for the HTTP routing to come and compiles to a TCP listener.
+    /// What the service speaks on `listen`: `tcp` (a listener of its own) or `http` (a route on an HTTP
+    /// listener that HTTP services with the same `listen` share).
     pub mode: ServiceMode,
-    /// Virtual host names (marathon-lb's `HAPROXY_<N>_VHOST`), lowercased and sorted, kept for HTTP routing.
-    pub vhosts: Vec<String>,
+    /// `http` only: which requests on `listen` reach this service (default: all of them).
+    pub route: RouteMatch,
+    /// Also served, as HTTP, on the shared virtual-host port (`--vhost-port`) with this match, whatever
+    /// `mode` is: marathon-lb's `HAPROXY_<N>_VHOST`, proxymatic's `VHOST_DOMAIN`.
+    pub vhost: Option<RouteMatch>,
+    /// The Marathon app id, for `--app-id-listen` (requests with `X-Marathon-App-Id: <id>`).
+    pub app_id: Option<String>,
+    /// `http` only: the limits the service asks of the HTTP listener on `listen` (services file).
+    pub http_listener: HttpListenerSettings,
     pub instances: Vec<Instance>,
+}
+
+impl Service {
+    /// Whether any request reaches this service over HTTP (on `listen`, the vhost port or the app-id port).
+    pub fn serves_http(&self) -> bool {
+        self.mode == ServiceMode::Http || self.vhost.is_some()
+    }
 }
 
 /// The `mode` label's values (proxymatic's `tcp`/`http`).
@@ -68,6 +84,10 @@ pub struct ServiceTimeouts {
     pub connect_ms: Option<u32>,
     pub idle_ms: Option<u32>,
     pub queue_ms: Option<u32>,
+    /// HTTP: time to the first response byte (`timeout_server_ms`, proxymatic's `timeout.server`).
+    pub server_ms: Option<u32>,
+    /// HTTP: inactivity of an upgraded (WebSocket) connection.
+    pub tunnel_ms: Option<u32>,
 }
 
 #[cfg(test)]
@@ -88,7 +108,10 @@ impl Service {
             max_connections: None,
             timeouts: ServiceTimeouts::default(),
             mode: ServiceMode::Tcp,
-            vhosts: Vec::new(),
+            route: RouteMatch::default(),
+            vhost: None,
+            app_id: None,
+            http_listener: HttpListenerSettings::default(),
             instances: instances
                 .into_iter()
                 .map(|address| Instance {

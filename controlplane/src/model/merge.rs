@@ -3,11 +3,14 @@
 //!
 //! Rules, chosen so the result depends only on the inputs and never on arrival order (same inputs, same
 //! snapshot hash):
-//! - **Same listen address → one service.** Its instances are the union of all of them, which is how
-//!   canaries work: an app whose label moves it onto another app's service port joins that service. The
-//!   settings (name, balance, limits, timeouts, mode) come from the first contributor in
-//!   `(origin rank, origin, name)` order; an instance of a later contributor keeps its own service's
-//!   `maxconn` as its per-instance limit. An address listed twice keeps its first entry.
+//! - **Same listen address → one service** (TCP), **same listen address and the same route → one
+//!   service** (HTTP: HTTP services with different hosts or paths share the listener as separate routes).
+//!   Its instances are the union of all of them, which is how canaries work: an app whose label moves it
+//!   onto another app's service port joins that service. The settings (name, balance, limits, timeouts,
+//!   mode, vhost, app id) come from the first contributor in `(origin rank, origin, name)` order (a later
+//!   contributor's vhost is used when the first has none); an instance of a later contributor keeps its own
+//!   service's `maxconn` as its per-instance limit. An address listed twice keeps its first entry. A TCP and
+//!   an HTTP service on one address stay apart here: the compiler decides (and says) which one is served.
 //! - **Same name, different listen addresses → renamed.** The one with the lowest listen address keeps the
 //!   name; the others become `name-PORT` (or `name@IP:PORT` if that is taken too).
 //!
@@ -17,7 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 
-use super::catalog::{Catalog, Service};
+use super::catalog::{Catalog, Service, ServiceMode};
+use super::http::RouteMatch;
 
 /// Where a service came from, for ordering: a lower rank contributes the settings of a merged service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,7 +34,7 @@ pub struct Origin {
 /// Something the merge did that an operator may want to know.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MergeNote {
-    /// Several services shared `listen`; they became `kept`.
+    /// Several services shared `listen` (and, for HTTP, their route); they became `kept`.
     Merged {
         listen: SocketAddr,
         kept: String,
@@ -69,16 +73,21 @@ pub struct Merged {
 
 /// Merges services by listen address, then makes names unique, as described in the module docs.
 pub fn merge(services: impl IntoIterator<Item = (Origin, Service)>) -> Merged {
-    let mut by_listen: BTreeMap<SocketAddr, Vec<(Origin, Service)>> = BTreeMap::new();
+    type Key = (SocketAddr, ServiceMode, RouteMatch);
+    let mut by_listen: BTreeMap<Key, Vec<(Origin, Service)>> = BTreeMap::new();
     for (origin, service) in services {
+        let route = match service.mode {
+            ServiceMode::Tcp => RouteMatch::default(),
+            ServiceMode::Http => service.route.clone(),
+        };
         by_listen
-            .entry(service.listen)
+            .entry((service.listen, service.mode, route))
             .or_default()
             .push((origin, service));
     }
     let mut notes = Vec::new();
     let mut merged: Vec<Service> = Vec::with_capacity(by_listen.len());
-    for (listen, mut group) in by_listen {
+    for ((listen, _, _), mut group) in by_listen {
         group.sort_by(|(oa, a), (ob, b)| (oa, &a.name).cmp(&(ob, &b.name)));
         let mut contributors = group.into_iter();
         let Some((_, mut first)) = contributors.next() else {
@@ -86,10 +95,11 @@ pub fn merge(services: impl IntoIterator<Item = (Origin, Service)>) -> Merged {
         };
         let mut from = vec![first.name.clone()];
         let mut seen: BTreeSet<SocketAddr> = first.instances.iter().map(|i| i.address).collect();
-        let mut vhosts: BTreeSet<String> = first.vhosts.iter().cloned().collect();
         for (_, other) in contributors {
             from.push(other.name.clone());
-            vhosts.extend(other.vhosts.iter().cloned());
+            if first.vhost.is_none() {
+                first.vhost = other.vhost.clone();
+            }
             for mut instance in other.instances {
                 if seen.insert(instance.address) {
                     instance.maxconn = instance.maxconn.or(other.maxconn);
@@ -97,7 +107,6 @@ pub fn merge(services: impl IntoIterator<Item = (Origin, Service)>) -> Merged {
                 }
             }
         }
-        first.vhosts = vhosts.into_iter().collect();
         if from.len() > 1 {
             notes.push(MergeNote::Merged {
                 listen,
@@ -127,11 +136,13 @@ fn unique_names(services: &mut [Service], notes: &mut Vec<MergeNote>) {
     for i in clashes {
         let service = &mut services[i];
         let by_port = format!("{}-{}", service.name, service.listen.port());
-        let to = if taken.contains(&by_port) {
-            format!("{}@{}", service.name, service.listen)
-        } else {
-            by_port
-        };
+        let by_address = format!("{}@{}", service.name, service.listen);
+        // HTTP services share a listen address, so even `name@IP:PORT` can be taken: then a number.
+        let to = [by_port, by_address.clone()]
+            .into_iter()
+            .chain((2..).map(|n| format!("{by_address}#{n}")))
+            .find(|candidate| !taken.contains(candidate))
+            .expect("an unbounded sequence of names has a free one");
         taken.insert(to.clone());
         notes.push(MergeNote::Renamed {
             listen: service.listen,
@@ -168,7 +179,11 @@ mod tests {
         let main = service("webapp.demo", 1234, Some(150), &[1, 2]);
         let mut canary = service("webapp-canary.demo", 1234, Some(10), &[3, 2]);
         canary.instances[0].weight = 100;
-        canary.vhosts = vec!["canary.example".into()];
+        canary.vhost = Some(RouteMatch::new(
+            ["canary.example".to_string()],
+            [],
+            crate::model::PathMatch::Prefix,
+        ));
         let merged = merge([
             (origin(1, "/demo/webapp-canary"), canary),
             (origin(1, "/demo/webapp"), main),
@@ -188,7 +203,11 @@ mod tests {
             vec![(1, 500, None), (2, 500, None), (3, 100, Some(10))],
             "the canary's own limit rides on its instance; the duplicate address keeps its first entry"
         );
-        assert_eq!(s.vhosts, vec!["canary.example".to_string()]);
+        assert_eq!(
+            s.vhost.as_ref().map(|v| v.hosts.clone()),
+            Some(vec!["canary.example".to_string()]),
+            "the first contributor has no vhost: the canary's is used"
+        );
         assert!(matches!(&merged.notes[0], MergeNote::Merged { from, .. } if from.len() == 2));
     }
 
@@ -234,6 +253,56 @@ mod tests {
                 .to_string()
                 .contains("published as \"web@0.0.0.0:9090\"")
         );
+    }
+
+    fn http(mut s: Service, hosts: &[&str]) -> Service {
+        s.mode = ServiceMode::Http;
+        s.route = RouteMatch::new(
+            hosts.iter().map(|h| h.to_string()),
+            [],
+            crate::model::PathMatch::Prefix,
+        );
+        s
+    }
+
+    #[test]
+    fn http_services_on_one_address_merge_only_when_their_routes_are_equal() {
+        let shop = http(service("shop", 80, None, &[1]), &["shop.example"]);
+        let canary = http(service("shop-canary", 80, None, &[2]), &["shop.example"]);
+        let blog = http(service("blog", 80, None, &[3]), &["blog.example"]);
+        let tcp = service("raw", 80, None, &[4]);
+        let merged = merge([
+            (origin(1, "a"), shop),
+            (origin(1, "b"), canary),
+            (origin(1, "c"), blog),
+            (origin(1, "d"), tcp),
+        ]);
+        let services: Vec<(&str, usize)> = merged
+            .catalog
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.instances.len()))
+            .collect();
+        assert_eq!(services, vec![("blog", 1), ("raw", 1), ("shop", 2)]);
+    }
+
+    #[test]
+    fn http_services_of_one_name_on_one_address_get_distinct_names() {
+        let one = http(service("api", 80, None, &[1]), &["a.example"]);
+        let two = http(service("api", 80, None, &[2]), &["b.example"]);
+        let three = http(service("api", 80, None, &[3]), &["c.example"]);
+        let merged = merge([
+            (origin(1, "x"), one),
+            (origin(1, "y"), two),
+            (origin(1, "z"), three),
+        ]);
+        let names: Vec<&str> = merged
+            .catalog
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["api", "api-80", "api@0.0.0.0:80"]);
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub struct Publisher {
 struct Reported {
     merges: OncePerChange<MergeNote>,
     dropped: OncePerChange<DroppedService>,
+    left_out: OncePerChange<DroppedService>,
 }
 
 /// What every publish is made of.
@@ -248,6 +249,15 @@ impl Publisher {
                 dropped.reason
             );
         }
+        for left_out in self.reported().left_out.news(compiled.left_out) {
+            warn!(
+                service = left_out.service,
+                listen = %left_out.listen,
+                reason = left_out.reason,
+                "part of a service not served: {}",
+                left_out.reason
+            );
+        }
         let mut snapshot = compiled.snapshot;
         if let Some(current) = self.current()
             && current.hash() == snapshot.hash
@@ -313,10 +323,10 @@ pub(crate) mod tests {
     use std::num::NonZeroU32;
 
     pub(crate) fn publisher() -> Publisher {
-        Publisher::new(CompileSettings {
-            group_size: NonZeroU32::MIN,
-            default_max_connections: NonZeroU32::new(100).unwrap(),
-        })
+        Publisher::new(CompileSettings::new(
+            NonZeroU32::MIN,
+            NonZeroU32::new(100).unwrap(),
+        ))
     }
 
     pub(crate) fn catalog(weight: u16) -> Catalog {

@@ -33,7 +33,7 @@ pub struct EntryError {
 }
 
 impl EntryError {
-    fn new(value: impl ToString, reason: impl Into<String>) -> Self {
+    pub fn new(value: impl ToString, reason: impl Into<String>) -> Self {
         Self {
             value: value.to_string(),
             reason: reason.into(),

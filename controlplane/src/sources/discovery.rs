@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ringway_shared::{BackendState, Balance};
 
-use crate::model::{Instance, Service};
-use crate::sources::checks::{Notes, instance_address};
+use crate::model::http::{PathMatch, RouteMatch, check_host};
+use crate::model::{HttpListenerSettings, Instance, Service};
+use crate::sources::checks::{EntryError, Notes, instance_address};
 use crate::sources::labels::PortSettings;
 
 /// Default `--listen-address`: discovered services listen on every interface, as proxymatic's did.
@@ -36,6 +37,18 @@ pub struct DiscoveryOptions {
     pub groups: Vec<String>,
     /// Full re-read of every source, events or not (`--refresh-interval`).
     pub refresh_interval: Duration,
+    /// Every discovered service is also a virtual host `<name>.<domain>` on the vhost port
+    /// (`--vhost-domain`, proxymatic's `VHOST_DOMAIN`); lowercase, checked.
+    pub vhost_domain: Option<String>,
+    /// The shared HTTP port of virtual hosts (`--vhost-port`), on `listen_ip`.
+    pub vhost_port: u16,
+}
+
+impl DiscoveryOptions {
+    /// Where services with virtual hosts (and docker-flow-proxy's without `srcPort`) are served.
+    pub fn vhost_listen(&self) -> SocketAddr {
+        SocketAddr::new(self.listen_ip, self.vhost_port)
+    }
 }
 
 impl Default for DiscoveryOptions {
@@ -45,6 +58,8 @@ impl Default for DiscoveryOptions {
             expose_host: false,
             groups: vec![crate::sources::labels::ANY_GROUP.to_string()],
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            vhost_domain: None,
+            vhost_port: crate::model::http::DEFAULT_VHOST_PORT,
         }
     }
 }
@@ -100,7 +115,9 @@ pub struct Candidate {
 /// another address with the same port number (registrator's `-internal` container address, a Consul entry
 /// on another node) is not: it is routed.
 ///
-/// Discovered services balance by least connections, as proxymatic's HAProxy did.
+/// Discovered services balance by least connections, as proxymatic's HAProxy did. With `--vhost-domain`
+/// the service is also the virtual host `<name>.<domain>` (proxymatic's naming: `name` is already the
+/// reversed Marathon id or registrator's name); a name that makes no host name is noted and gets none.
 pub fn discovered_service(
     name: String,
     listen_port: u16,
@@ -139,6 +156,7 @@ pub fn discovered_service(
         .collect();
     instances.sort_by_key(|i| i.address);
     instances.dedup_by_key(|i| i.address);
+    let vhost = with_domain_host(&name, settings.vhost.clone(), options, notes);
     Some(Service {
         name,
         listen: SocketAddr::new(options.listen_ip, listen_port),
@@ -147,8 +165,40 @@ pub fn discovered_service(
         max_connections: None,
         timeouts: settings.timeouts,
         mode: settings.mode,
-        vhosts: settings.vhosts.clone(),
+        route: RouteMatch::default(),
+        vhost,
+        app_id: None,
+        http_listener: HttpListenerSettings::default(),
         instances,
+    })
+}
+
+/// `vhost` plus the host `<name>.<domain>` when `--vhost-domain` is set.
+fn with_domain_host(
+    name: &str,
+    vhost: Option<RouteMatch>,
+    options: &DiscoveryOptions,
+    notes: &mut Notes,
+) -> Option<RouteMatch> {
+    let Some(domain) = &options.vhost_domain else {
+        return vhost;
+    };
+    let wanted = format!("{name}.{domain}");
+    let host = match check_host(&wanted) {
+        Ok(host) if !host.starts_with("*.") => host,
+        _ => {
+            let error = EntryError::new(
+                &wanted,
+                "is not a host name: no virtual host under --vhost-domain",
+            );
+            notes.bad_entry(name, name, "name", error);
+            return vhost;
+        }
+    };
+    Some(match vhost {
+        // The domain's host takes the labels' paths too: they say what the app serves.
+        Some(v) => RouteMatch::new(v.hosts.into_iter().chain([host]), v.paths, v.path_match),
+        None => RouteMatch::new([host], [], PathMatch::Prefix),
     })
 }
 
@@ -264,6 +314,69 @@ mod tests {
         .unwrap();
         assert_eq!(s.instances[0].state, BackendState::Draining);
         assert_eq!(s.instances[0].weight, 500);
+    }
+
+    #[test]
+    fn vhost_domain_names_every_service_as_proxymatic_did() {
+        let options = DiscoveryOptions {
+            vhost_domain: Some("example.com".into()),
+            ..DiscoveryOptions::default()
+        };
+        let mut notes = Notes::new("test");
+        let settings = port_settings(&Labels::new(), 0).settings.unwrap();
+        let name = marathon_service_name("/product/system/service");
+        let s = discovered_service(
+            name,
+            31000,
+            &settings,
+            vec![candidate("203.0.113.9:31000")],
+            &options,
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(
+            s.vhost.unwrap().hosts,
+            vec!["service.system.product.example.com"]
+        );
+        assert_eq!(
+            s.mode,
+            crate::model::ServiceMode::Tcp,
+            "its own port keeps its mode"
+        );
+
+        let mut labels = Labels::new();
+        labels.insert("HAPROXY_0_VHOST".into(), "shop.example".into());
+        labels.insert("HAPROXY_0_PATH".into(), "/api".into());
+        let settings = port_settings(&labels, 0).settings.unwrap();
+        let s = discovered_service(
+            "web".into(),
+            31000,
+            &settings,
+            Vec::new(),
+            &options,
+            &mut notes,
+        )
+        .unwrap();
+        let vhost = s.vhost.unwrap();
+        assert_eq!(vhost.hosts, vec!["shop.example", "web.example.com"]);
+        assert_eq!(vhost.paths, vec!["/api"]);
+
+        let bad = discovered_service(
+            "a b".into(),
+            31000,
+            &settings,
+            Vec::new(),
+            &options,
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(
+            bad.vhost.unwrap().hosts,
+            vec!["shop.example"],
+            "the labels' vhost stays"
+        );
+        assert_eq!(notes.pending().len(), 1);
+        assert_eq!(options.vhost_listen(), "0.0.0.0:80".parse().unwrap());
     }
 
     #[test]

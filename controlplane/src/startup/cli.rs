@@ -11,6 +11,7 @@ use clap::{ArgAction, Parser};
 use ringway_shared::model::DEFAULT_MAX_CONNECTIONS;
 
 use crate::api::DEFAULT_API;
+use crate::model::http::DEFAULT_VHOST_PORT;
 use crate::pipeline::intake::Coalescing;
 use crate::sources::consul::ConsulConfig;
 use crate::sources::discovery::{DEFAULT_LISTEN_IP, DiscoveryOptions};
@@ -93,6 +94,23 @@ pub struct Cli {
     /// IP address discovered services listen on.
     #[arg(long, env = "RINGWAY_LISTEN_ADDRESS", value_name = "IP", default_value_t = DEFAULT_LISTEN_IP)]
     pub listen_address: IpAddr,
+
+    /// Every discovered service is also the virtual host <name>.<DOMAIN> on --vhost-port (proxymatic's
+    /// naming: Marathon app /product/system/service → service.system.product.DOMAIN).
+    #[arg(long, env = "VHOST_DOMAIN", value_name = "DOMAIN", value_parser = parse_vhost_domain)]
+    pub vhost_domain: Option<String>,
+
+    /// The shared HTTP port (on --listen-address) of virtual hosts: HAPROXY_<N>_VHOST apps, --vhost-domain
+    /// names, docker-flow-proxy HTTP services without srcPort.
+    #[arg(long, env = "VHOST_PORT", value_name = "PORT", default_value_t = DEFAULT_VHOST_PORT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub vhost_port: u16,
+
+    /// marathon-lb's app-id routing: an HTTP listener (IP:port, or :9091 for every IPv4 interface) where a
+    /// request with `X-Marathon-App-Id: /app` reaches that Marathon app's HTTP service. Off when empty.
+    #[arg(long, env = "RINGWAY_APP_ID_LISTEN", value_name = "ADDR", default_value = "",
+          value_parser = parse_optional_addr)]
+    pub app_id_listen: OptionalAddr,
 
     /// Full re-read of every source this often, events or not (`60`, `60s`, `500ms`, `2m`).
     #[arg(long, env = "REFRESH_INTERVAL", value_name = "DURATION", default_value = "60s",
@@ -186,10 +204,40 @@ pub enum CliError {
     SourceUrl { flag: &'static str, url: String },
     #[error("--refresh-interval must not be 0")]
     ZeroRefresh,
-    #[error("--api: {0:?} is not an address like 127.0.0.1:9091 (empty disables the API)")]
+    #[error("--api: {0:?} is not an address like 127.0.0.1:9095 (empty disables the API)")]
     Api(String),
     #[error(transparent)]
     ApiArgs(#[from] ApiArgsError),
+}
+
+/// `--vhost-domain`: a host name (no wildcard), lowercased; empty means none.
+fn parse_vhost_domain(text: &str) -> Result<String, String> {
+    match crate::model::http::check_host(text) {
+        Ok(domain) if !domain.starts_with("*.") => Ok(domain),
+        Ok(_) => Err(format!("{text:?}: a domain, not a wildcard")),
+        Err(e) => Err(e),
+    }
+}
+
+/// An address flag that an empty value turns off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+/// Parses an optional address; `:PORT` (marathon-lb's spelling) is every IPv4 interface.
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    match text.trim() {
+        "" => Ok(OptionalAddr(None)),
+        addr if addr.starts_with(':') => format!("0.0.0.0{addr}")
+            .parse::<SocketAddr>()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| {
+                format!("{addr:?} is not an address like 0.0.0.0:9091 or :9091 (empty: off)")
+            }),
+        addr => addr
+            .parse::<SocketAddr>()
+            .map(|a| OptionalAddr(Some(a)))
+            .map_err(|_| format!("{addr:?} is not an address like 0.0.0.0:9091 (empty: off)")),
+    }
 }
 
 /// Every URL of `flag` must be http:// or https://; a URL in an error never shows its credentials.
@@ -267,6 +315,8 @@ impl Cli {
                 expose_host: self.expose_host,
                 groups: self.groups,
                 refresh_interval: self.refresh_interval,
+                vhost_domain: self.vhost_domain.clone(),
+                vhost_port: self.vhost_port,
             },
             coalescing: Coalescing::new(
                 Duration::from_millis(self.coalesce_ms),
@@ -291,6 +341,7 @@ impl Cli {
             },
             api_allowed_origins: self.api_args.allowed_origins()?,
             api_policy: self.api_args.policy()?,
+            app_id_listen: self.app_id_listen.0,
             api_state_file: Some(self.api_state_file)
                 .filter(|f| !f.trim().is_empty())
                 .map(PathBuf::from),
@@ -405,7 +456,7 @@ mod tests {
     #[test]
     fn the_api_is_on_loopback_by_default_and_can_be_disabled() {
         let config = parse(&[]).unwrap().into_config().unwrap();
-        assert_eq!(config.api, Some("127.0.0.1:9091".parse().unwrap()));
+        assert_eq!(config.api, Some("127.0.0.1:9095".parse().unwrap()));
         assert_eq!(config.api_token, None);
         assert_eq!(
             config.api_state_file,
@@ -581,6 +632,46 @@ mod tests {
     }
 
     #[test]
+    fn http_routing_flags() {
+        let config = parse(&[
+            "--listen-address",
+            "127.0.0.2",
+            "--vhost-domain",
+            "Example.COM.",
+            "--vhost-port",
+            "8080",
+            "--app-id-listen",
+            "0.0.0.0:9091",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.discovery.vhost_domain.as_deref(),
+            Some("example.com")
+        );
+        let compile = config.compile_settings();
+        assert_eq!(compile.vhost_listen, "127.0.0.2:8080".parse().unwrap());
+        assert_eq!(compile.app_id_listen, Some("0.0.0.0:9091".parse().unwrap()));
+        let defaults = parse(&[]).unwrap().into_config().unwrap();
+        assert_eq!(defaults.compile_settings().vhost_listen.port(), 80);
+        assert_eq!(
+            defaults.app_id_listen, None,
+            "app-id routing is off by default"
+        );
+        assert_eq!(defaults.api, Some("127.0.0.1:9095".parse().unwrap()));
+        assert!(parse(&["--vhost-domain", "*.example.com"]).is_err());
+        assert!(parse(&["--vhost-domain", "exa mple"]).is_err());
+        assert!(parse(&["--vhost-port", "0"]).is_err());
+        let marathon_lb = parse(&["--app-id-listen", ":9091"]).unwrap();
+        assert_eq!(
+            marathon_lb.app_id_listen.0,
+            Some("0.0.0.0:9091".parse().unwrap())
+        );
+        assert!(parse(&["--app-id-listen", "9091"]).is_err());
+    }
+
+    #[test]
     fn allow_uid_repeats() {
         let cli = parse(&["--allow-uid", "5", "--allow-uid", "7"]).unwrap();
         assert_eq!(cli.allow_uids, vec![5, 7]);
@@ -632,6 +723,9 @@ mod tests {
             "RINGWAY_ETCD_CA",
             "RINGWAY_ETCD_CERT",
             "RINGWAY_ETCD_KEY",
+            "VHOST_DOMAIN",
+            "VHOST_PORT",
+            "RINGWAY_APP_ID_LISTEN",
         ] {
             assert!(
                 help.contains(&format!("env: {var}")),

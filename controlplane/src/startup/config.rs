@@ -69,6 +69,8 @@ pub struct Config {
     pub api_allowed_origins: Vec<String>,
     /// What docker-flow-proxy registrations may ask for.
     pub api_policy: RegistrationPolicy,
+    /// marathon-lb's app-id routing listener (`--app-id-listen`); `None`: off.
+    pub app_id_listen: Option<SocketAddr>,
 }
 
 /// The API's bearer token; its `Debug` does not show it, so a logged configuration never leaks it.
@@ -105,6 +107,7 @@ impl Config {
             api_state_file: None,
             api_allowed_origins: Vec::new(),
             api_policy: RegistrationPolicy::default(),
+            app_id_listen: None,
         }
     }
 
@@ -130,6 +133,8 @@ impl Config {
         CompileSettings {
             group_size: self.group_size,
             default_max_connections: self.default_max_connections,
+            vhost_listen: self.discovery.vhost_listen(),
+            app_id_listen: self.app_id_listen,
         }
     }
 

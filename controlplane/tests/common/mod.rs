@@ -38,10 +38,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 pub fn settings() -> CompileSettings {
-    CompileSettings {
-        group_size: NonZeroU32::MIN,
-        default_max_connections: NonZeroU32::new(100).unwrap(),
-    }
+    CompileSettings::new(NonZeroU32::MIN, NonZeroU32::new(100).unwrap())
 }
 
 /// One service `web` on 127.0.0.1:18080 with one backend of `weight`.
@@ -55,7 +52,10 @@ pub fn catalog(weight: u16) -> Catalog {
             max_connections: None,
             timeouts: ServiceTimeouts::default(),
             mode: ServiceMode::Tcp,
-            vhosts: Vec::new(),
+            route: Default::default(),
+            vhost: None,
+            app_id: None,
+            http_listener: Default::default(),
             instances: vec![Instance {
                 address: "127.0.0.1:19001".parse().unwrap(),
                 weight,

@@ -1,4 +1,4 @@
-//! docker-flow-proxy's `reconfigure` and `remove` calls, mapped onto Ringway's TCP services.
+//! docker-flow-proxy's `reconfigure` and `remove` calls, mapped onto Ringway's TCP and HTTP services.
 //!
 //! The parameters are read the way docker-flow-proxy reads them (`proxy/types.go` at f117870): indexed
 //! destinations `.1` … `.10`, stopping at the first index with none of `servicePath`, `port`,
@@ -7,15 +7,18 @@
 //! messages and status codes (400, and 409 for an HTTP destination with neither path nor domain).
 //!
 //! The mapping (docs/api.md has the table):
-//! - `srcPort` → the listen port, on `--listen-address`. Ringway routes by port, so every destination needs
-//!   one, HTTP ones too (docker-flow-proxy's HTTP destinations share its port 80 and route by path).
+//! - `srcPort` → the listen port, on `--listen-address`. A TCP destination needs one; an HTTP destination
+//!   without one joins the shared HTTP port (`--vhost-port`, default 80), as docker-flow-proxy's HTTP
+//!   destinations shared its port 80.
 //! - `port` → the backend port; the backend host is `outboundHostname` (comma-separated, IPs or names)
 //!   or else `serviceName` itself, resolved now, as docker-flow-proxy relied on Swarm's DNS for it. Every
 //!   address a name resolves to is a backend.
-//! - `reqMode` `tcp` or `http` (the default, as in docker-flow-proxy); HTTP is forwarded as TCP today.
-//!   `serviceDomain` becomes the service's virtual hosts; `servicePath` is kept and echoed.
-//! - `timeoutServer` (seconds) → the idle timeout. Other parameters are accepted and ignored, as
-//!   docker-flow-proxy ignores unknown ones.
+//! - `reqMode` `tcp` or `http` (the default, as in docker-flow-proxy). An HTTP destination is a route:
+//!   `serviceDomain` its hosts (a `*.` wildcard as docker-flow-proxy's leading `*`), `servicePath` its
+//!   paths, `pathType` how they match (`path_beg`, the default: prefix; `path`: exact; `path_reg`: regex).
+//! - `timeoutServer` (seconds) → the response timeout and the idle timeout; `timeoutTunnel` (seconds) →
+//!   an upgraded connection's inactivity. Other parameters are accepted and ignored, as docker-flow-proxy
+//!   ignores unknown ones.
 
 pub mod names;
 
@@ -26,7 +29,10 @@ use ringway_shared::Balance;
 use ringway_shared::model::DEFAULT_WEIGHT;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
+use crate::model::http::{PathMatch, RouteMatch, check_path};
+use crate::model::{
+    Catalog, HttpListenerSettings, Instance, Service, ServiceMode, ServiceTimeouts,
+};
 use crate::sources::discovery::RESOLVE_TIMEOUT;
 
 /// docker-flow-proxy reads destinations `.1` to `.10`.
@@ -71,7 +77,8 @@ impl DfpError {
 pub struct Destination {
     /// 0 for the unindexed destination, else its `.N`.
     pub index: usize,
-    pub src_port: u16,
+    /// `None`: an HTTP destination on the shared HTTP port (`--vhost-port`).
+    pub src_port: Option<u16>,
     pub port: u16,
     pub mode: ServiceMode,
     /// The hosts asked for (`outboundHostname`, or the service name).
@@ -82,6 +89,9 @@ pub struct Destination {
     pub service_path: Vec<String>,
     #[serde(default)]
     pub service_domain: Vec<String>,
+    /// `pathType`.
+    #[serde(default)]
+    pub path_match: PathMatch,
 }
 
 /// A service registered through `reconfigure`: what the API source publishes, and what it persists.
@@ -91,6 +101,8 @@ pub struct Registration {
     pub destinations: Vec<Destination>,
     #[serde(default)]
     pub timeout_server_s: Option<u32>,
+    #[serde(default)]
+    pub timeout_tunnel_s: Option<u32>,
 }
 
 /// A parsed `reconfigure` call whose hosts are not resolved yet.
@@ -184,25 +196,25 @@ pub fn parse_reconfigure(params: &Params) -> Result<Reconfigure, DfpError> {
         .into_iter()
         .map(|i| destination(params, name, i))
         .collect::<Result<Vec<_>, _>>()?;
-    let timeout_server_s = params
-        .get("timeoutServer")
-        .map(|v| {
-            v.parse::<u32>()
-                .ok()
-                .filter(|s| (1..=u32::MAX / MS_PER_S).contains(s))
-                .ok_or_else(|| {
-                    DfpError::bad(
-                        "timeoutServer",
-                        format!("timeoutServer: {v:?} is not a number of seconds"),
-                    )
-                })
-        })
-        .transpose()?;
+    let seconds = |key: &str| {
+        params
+            .get(key)
+            .map(|v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|s| (1..=u32::MAX / MS_PER_S).contains(s))
+                    .ok_or_else(|| {
+                        DfpError::bad(key, format!("{key}: {v:?} is not a number of seconds"))
+                    })
+            })
+            .transpose()
+    };
     Ok(Reconfigure {
         registration: Registration {
             service_name: name.to_string(),
             destinations,
-            timeout_server_s,
+            timeout_server_s: seconds("timeoutServer")?,
+            timeout_tunnel_s: seconds("timeoutTunnel")?,
         },
         hosts_from_name: !outbound,
     })
@@ -216,7 +228,7 @@ fn destination(params: &Params, name: &str, index: usize) -> Result<Destination,
         Some((key, m)) => {
             return Err(DfpError::bad(
                 key.clone(),
-                format!("{key}: {m:?} is not supported: Ringway forwards tcp (and http, as tcp)"),
+                format!("{key}: {m:?} is not supported: Ringway routes tcp and http"),
             ));
         }
     };
@@ -252,26 +264,37 @@ fn destination(params: &Params, name: &str, index: usize) -> Result<Destination,
         _ => {}
     }
     let port = port.ok_or_else(|| DfpError::bad("port", NO_PORT))?;
-    let src_port = src_port.ok_or_else(|| {
-        DfpError::bad(
-            "srcPort",
-            "srcPort: Ringway routes by listen port, so an http destination needs srcPort too \
-             (servicePath and serviceDomain are recorded, not routed on)",
-        )
-    })?;
+    let path_match = match params.indexed("pathType", index) {
+        None => PathMatch::Prefix,
+        Some((key, value)) => PathMatch::parse_dfp(value).ok_or_else(|| {
+            DfpError::bad(
+                key.clone(),
+                format!("{key}: {value:?} is not supported: path_beg, path or path_reg"),
+            )
+        })?,
+    };
+    if mode == ServiceMode::Http
+        && let Some((key, _)) = params.indexed("servicePath", index)
+    {
+        for path in &service_path {
+            check_path(path, path_match)
+                .map_err(|e| DfpError::bad(key.clone(), format!("{key}: {e}")))?;
+        }
+    }
     let mut hosts = params.list("outboundHostname", index);
     if hosts.is_empty() {
         hosts.push(name.to_string());
     }
     Ok(Destination {
         index,
-        src_port: parse_port(src_port)?,
+        src_port: src_port.map(parse_port).transpose()?,
         port: parse_port(port)?,
         mode,
         hosts,
         backends: Vec::new(),
         service_path,
         service_domain,
+        path_match,
     })
 }
 
@@ -328,28 +351,43 @@ async fn lookup(host: &str) -> Result<Vec<IpAddr>, String> {
 }
 
 /// The API source's catalog: one service per destination, named after the registration. Destinations on
-/// one listen port merge (their backends together), as every source's services do; several ports under one
-/// name are told apart by the merge's `name-PORT` renaming.
+/// one listen port merge (their backends together) when they are TCP or HTTP with the same route, as every
+/// source's services do; others under one name are told apart by the merge's renaming. An HTTP
+/// destination without `srcPort` is served on `vhost_port`.
 pub fn catalog<'a>(
     registrations: impl IntoIterator<Item = &'a Registration>,
     listen: IpAddr,
+    vhost_port: u16,
 ) -> Catalog {
     let mut services = Vec::new();
     for registration in registrations {
         for destination in &registration.destinations {
+            let route = match destination.mode {
+                ServiceMode::Tcp => RouteMatch::default(),
+                ServiceMode::Http => RouteMatch::new(
+                    destination.service_domain.iter().cloned(),
+                    destination.service_path.iter().cloned(),
+                    destination.path_match,
+                ),
+            };
             services.push(Service {
                 name: registration.service_name.clone(),
-                listen: SocketAddr::new(listen, destination.src_port),
+                listen: SocketAddr::new(listen, destination.src_port.unwrap_or(vhost_port)),
                 // HAProxy's default, which docker-flow-proxy's backends used.
                 balance: Balance::RoundRobin,
                 maxconn: None,
                 max_connections: None,
                 timeouts: ServiceTimeouts {
                     idle_ms: registration.timeout_server_s.map(|s| s * MS_PER_S),
+                    server_ms: registration.timeout_server_s.map(|s| s * MS_PER_S),
+                    tunnel_ms: registration.timeout_tunnel_s.map(|s| s * MS_PER_S),
                     ..ServiceTimeouts::default()
                 },
                 mode: destination.mode,
-                vhosts: destination.service_domain.clone(),
+                route,
+                vhost: None,
+                app_id: None,
+                http_listener: HttpListenerSettings::default(),
                 instances: destination
                     .backends
                     .iter()
@@ -395,9 +433,12 @@ pub struct DfpResponse {
 pub struct DfpServiceDest {
     /// A string, as in docker-flow-proxy.
     pub port: String,
+    /// 0 when the destination is on the shared HTTP port (docker-flow-proxy's value for "not given").
     pub src_port: u16,
     pub req_mode: ServiceMode,
     pub service_path: Vec<String>,
+    /// docker-flow-proxy's spelling: `path_beg`, `path`, `path_reg`.
+    pub path_type: &'static str,
     pub service_domain: Vec<String>,
     pub outbound_hostname: String,
     pub index: usize,
@@ -431,9 +472,14 @@ impl DfpResponse {
             .iter()
             .map(|d| DfpServiceDest {
                 port: d.port.to_string(),
-                src_port: d.src_port,
+                src_port: d.src_port.unwrap_or(0),
                 req_mode: d.mode,
                 service_path: d.service_path.clone(),
+                path_type: match d.path_match {
+                    PathMatch::Prefix => "path_beg",
+                    PathMatch::Exact => "path",
+                    PathMatch::Regex => "path_reg",
+                },
                 service_domain: d.service_domain.clone(),
                 outbound_hostname: d.hosts.join(","),
                 index: d.index,

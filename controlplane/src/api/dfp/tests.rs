@@ -18,7 +18,7 @@ fn a_tcp_service_maps_to_a_listen_port_and_a_backend() {
     let d = &r.registration.destinations[0];
     assert_eq!(
         (d.index, d.src_port, d.port, d.mode),
-        (0, 6379, 6380, ServiceMode::Tcp)
+        (0, Some(6379), 6380, ServiceMode::Tcp)
     );
     assert_eq!(d.hosts, vec!["10.0.0.5"]);
 }
@@ -33,8 +33,14 @@ fn indexed_destinations_follow_docker_flow_proxy() {
     .unwrap();
     let ds = &r.registration.destinations;
     assert_eq!(ds.len(), 2, "index 3 is missing, so 4 is never read");
-    assert_eq!((ds[0].index, ds[0].src_port, ds[0].port), (1, 80, 8080));
-    assert_eq!((ds[1].index, ds[1].src_port, ds[1].port), (2, 443, 8081));
+    assert_eq!(
+        (ds[0].index, ds[0].src_port, ds[0].port),
+        (1, Some(80), 8080)
+    );
+    assert_eq!(
+        (ds[1].index, ds[1].src_port, ds[1].port),
+        (2, Some(443), 8081)
+    );
     assert_eq!(ds[1].mode, ServiceMode::Http, "http is the default mode");
     assert_eq!(ds[0].service_path, vec!["/"]);
 }
@@ -81,12 +87,6 @@ fn invalid_calls_answer_with_docker_flow_proxys_messages() {
             400,
             "port",
             NO_PORT,
-        ),
-        (
-            "serviceName=a&servicePath=/&port=80",
-            400,
-            "srcPort",
-            "srcPort: Ringway routes",
         ),
         (
             "serviceName=a&reqMode=tcp&srcPort=80&port=x",
@@ -161,7 +161,7 @@ fn registration(name: &str, destinations: &[(u16, &[u16])]) -> Registration {
             .enumerate()
             .map(|(i, (src, backends))| Destination {
                 index: i + 1,
-                src_port: *src,
+                src_port: Some(*src),
                 port: backends[0],
                 mode: ServiceMode::Tcp,
                 hosts: vec!["127.0.0.1".into()],
@@ -171,16 +171,18 @@ fn registration(name: &str, destinations: &[(u16, &[u16])]) -> Registration {
                     .collect(),
                 service_path: Vec::new(),
                 service_domain: Vec::new(),
+                path_match: PathMatch::Prefix,
             })
             .collect(),
         timeout_server_s: Some(2),
+        timeout_tunnel_s: None,
     }
 }
 
 #[test]
 fn registrations_become_one_service_per_destination() {
     let regs = [registration("a", &[(80, &[1, 2]), (81, &[3])])];
-    let c = catalog(&regs, IpAddr::from([0, 0, 0, 0]));
+    let c = catalog(&regs, IpAddr::from([0, 0, 0, 0]), 80);
     assert_eq!(c.services.len(), 2);
     assert_eq!(c.services[0].listen, "0.0.0.0:80".parse().unwrap());
     assert_eq!(c.services[0].instances.len(), 2);
@@ -221,4 +223,81 @@ fn answers_have_docker_flow_proxys_shape() {
 fn a_repeated_parameter_keeps_its_first_value() {
     let p = params("serviceName=first&serviceName=second");
     assert_eq!(p.service_name(), Some("first"));
+}
+
+#[test]
+fn an_http_destination_without_src_port_joins_the_shared_http_port() {
+    // The seed workflow: docker-flow-proxy's own example, served by path on port 80.
+    let r = parse("serviceName=go-demo&servicePath=/demo&port=8080&outboundHostname=127.0.0.1")
+        .unwrap();
+    let d = &r.registration.destinations[0];
+    assert_eq!(
+        (d.src_port, d.mode, d.path_match),
+        (None, ServiceMode::Http, PathMatch::Prefix)
+    );
+    let mut registration = r.registration.clone();
+    registration.destinations[0].backends = vec!["127.0.0.1:8080".parse().unwrap()];
+    let c = catalog([&registration], IpAddr::from([0, 0, 0, 0]), 8088);
+    let s = &c.services[0];
+    assert_eq!(s.listen, "0.0.0.0:8088".parse().unwrap());
+    assert_eq!(s.mode, ServiceMode::Http);
+    assert_eq!(s.route.paths, vec!["/demo"]);
+    assert!(s.route.hosts.is_empty());
+    let json =
+        serde_json::to_value(DfpResponse::ok("go-demo").with_registration(&registration)).unwrap();
+    assert_eq!(json["ServiceDest"][0]["SrcPort"], 0);
+    assert_eq!(json["ServiceDest"][0]["PathType"], "path_beg");
+}
+
+#[test]
+fn path_type_domain_and_tunnel_timeout_become_the_route() {
+    let r = parse(
+        "serviceName=api&servicePath=^/v[0-9]%2B/,/x&pathType=path_reg&serviceDomain=*.Example.com\
+         &srcPort=8081&port=8080&timeoutServer=5&timeoutTunnel=7",
+    )
+    .unwrap();
+    let d = &r.registration.destinations[0];
+    assert_eq!(d.path_match, PathMatch::Regex);
+    assert_eq!(d.service_path, vec!["^/v[0-9]+/", "/x"]);
+    let c = catalog([&r.registration], IpAddr::from([127, 0, 0, 1]), 80);
+    let s = &c.services[0];
+    assert_eq!(s.listen, "127.0.0.1:8081".parse().unwrap());
+    assert_eq!(s.route.hosts, vec!["*.example.com"]);
+    assert_eq!(s.route.path_match, PathMatch::Regex);
+    assert_eq!(
+        (s.timeouts.server_ms, s.timeouts.tunnel_ms),
+        (Some(5_000), Some(7_000))
+    );
+
+    for (query, field, needle) in [
+        (
+            "serviceName=a&servicePath=/x&pathType=path_end&port=1",
+            "pathType",
+            "path_beg, path or path_reg",
+        ),
+        (
+            "serviceName=a&servicePath=x&port=1",
+            "servicePath",
+            "does not start with '/'",
+        ),
+        (
+            "serviceName=a&servicePath=/(x&pathType=path_reg&port=1",
+            "servicePath",
+            "not a valid regex",
+        ),
+        (
+            "serviceName=a&servicePath.1=/(x&pathType.1=path_reg&port.1=1",
+            "servicePath.1",
+            "not a valid regex",
+        ),
+        (
+            "serviceName=a&servicePath=/x&port=1&timeoutTunnel=x",
+            "timeoutTunnel",
+            "seconds",
+        ),
+    ] {
+        let err = parse(query).unwrap_err();
+        assert_eq!((err.status, err.field.as_str()), (400, field), "{query}");
+        assert!(err.message.contains(needle), "{query}: {}", err.message);
+    }
 }

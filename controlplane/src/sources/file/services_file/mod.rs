@@ -11,7 +11,16 @@
 //! timeout_idle_ms = 60000
 //! timeout_queue_ms = 5000
 //! backends = [ { address = "127.0.0.1:19001", weight = 500 }, { address = "127.0.0.1:19002", state = "draining" } ]
+//!
+//! [[service]]
+//! name = "shop"
+//! mode = "http"                   # default "tcp"; HTTP services may share one listen address
+//! listen = "0.0.0.0:80"
+//! hosts = ["shop.example.com"]    # also paths, path_match, timeout_server_ms, … (docs/configuration.md)
+//! backends = [ { address = "10.0.0.5:8080" } ]
 //! ```
+//!
+//! The HTTP keys and the checks between services that share an address are in [`http`].
 //!
 //! An operator fixing a file needs to know *where* each mistake is, so every problem carries the file, line,
 //! column and field (`services.toml:7:10: service "web" backends[0].weight: 0 is outside 1..=1000`), and all
@@ -35,7 +44,11 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use crate::model::{Catalog, Instance, Service, ServiceMode, ServiceTimeouts};
+use crate::model::{
+    Catalog, HttpListenerSettings, Instance, RouteMatch, Service, ServiceMode, ServiceTimeouts,
+};
+
+mod http;
 
 /// The only top-level key: an array of service tables.
 const SERVICE_KEY: &str = "service";
@@ -144,6 +157,16 @@ struct RawService {
     timeout_connect_ms: Option<Spanned<i64>>,
     timeout_idle_ms: Option<Spanned<i64>>,
     timeout_queue_ms: Option<Spanned<i64>>,
+    mode: Option<Spanned<String>>,
+    hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    paths: Option<Spanned<Vec<Spanned<String>>>>,
+    path_match: Option<Spanned<String>>,
+    timeout_server_ms: Option<Spanned<i64>>,
+    timeout_tunnel_ms: Option<Spanned<i64>>,
+    http_max_header_bytes: Option<Spanned<i64>>,
+    http_max_headers: Option<Spanned<i64>>,
+    timeout_request_head_ms: Option<Spanned<i64>>,
+    timeout_keepalive_ms: Option<Spanned<i64>>,
     #[serde(default)]
     backends: Vec<Spanned<RawBackend>>,
 }
@@ -163,6 +186,10 @@ struct Identity {
     name_span: Range<usize>,
     listen: Option<SocketAddr>,
     listen_span: Range<usize>,
+    mode: ServiceMode,
+    /// HTTP: the route, when its hosts and paths are valid (`None` leaves the overlap check out).
+    route: Option<RouteMatch>,
+    listener: HttpListenerSettings,
 }
 
 /// A deserialized service: its identity, and the service itself if it passed its own checks.
@@ -296,11 +323,15 @@ impl Checker<'_> {
                 .as_ref()
                 .and_then(|t| self.at_least_one(t, &format!("{label} {name}"), ""))
         };
-        let timeouts = ServiceTimeouts {
+        let mut timeouts = ServiceTimeouts {
             connect_ms: timeout(&raw.timeout_connect_ms, "timeout_connect_ms"),
             idle_ms: timeout(&raw.timeout_idle_ms, "timeout_idle_ms"),
             queue_ms: timeout(&raw.timeout_queue_ms, "timeout_queue_ms"),
+            ..ServiceTimeouts::default()
         };
+        let http = self.http(&label, &raw);
+        timeouts.server_ms = http.server_ms;
+        timeouts.tunnel_ms = http.tunnel_ms;
         let instances = self.backends(&label, &raw.backends);
 
         let identity = Identity {
@@ -308,6 +339,9 @@ impl Checker<'_> {
             name_span: raw.name.span(),
             listen,
             listen_span: raw.listen.span(),
+            mode: http.mode,
+            route: http.route.clone(),
+            listener: http.listener,
         };
         let service = match listen {
             Some(listen) if self.problems.len() == before => Some(Service {
@@ -317,8 +351,11 @@ impl Checker<'_> {
                 maxconn,
                 max_connections,
                 timeouts,
-                mode: ServiceMode::Tcp,
-                vhosts: Vec::new(),
+                mode: http.mode,
+                route: http.route.unwrap_or_default(),
+                vhost: None,
+                app_id: None,
+                http_listener: http.listener,
                 instances,
             }),
             _ => None,
@@ -375,10 +412,11 @@ impl Checker<'_> {
         instances
     }
 
-    /// Names and listen addresses must be unique over the whole file.
+    /// Names must be unique over the whole file; a listen address belongs to one TCP service, or to HTTP
+    /// services whose routes do not overlap and whose listener settings agree.
     fn cross_check<'a>(&mut self, services: impl Iterator<Item = &'a Identity>) {
         let mut names: HashMap<&str, &Identity> = HashMap::new();
-        let mut listens: HashMap<SocketAddr, &Identity> = HashMap::new();
+        let mut listens: HashMap<SocketAddr, Vec<&Identity>> = HashMap::new();
         for s in services {
             let label = format!("service {:?}", s.name);
             if s.name.is_empty() {
@@ -394,18 +432,16 @@ impl Checker<'_> {
                 names.insert(&s.name, s);
             }
             let Some(listen) = s.listen else { continue };
-            if let Some(first) = listens.get(&listen) {
-                let line = self.line_of(&first.listen_span);
-                self.report(
-                    s.listen_span.clone(),
-                    format!("{label} listen"),
-                    format!(
-                        "{listen} is already the listen address of service {:?} (line {line})",
-                        first.name
-                    ),
-                );
-            } else {
-                listens.insert(listen, s);
+            let sharing = listens.entry(listen).or_default();
+            let clash = sharing.iter().find_map(|first| {
+                let line = position(self.text, first.listen_span.start).0;
+                http::listen_clash(first, s, line)
+            });
+            match clash {
+                Some(message) => {
+                    self.report(s.listen_span.clone(), format!("{label} listen"), message)
+                }
+                None => sharing.push(s),
             }
         }
     }

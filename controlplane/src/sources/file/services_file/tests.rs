@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::PathMatch;
 
 const FILE: &str = "services.toml";
 
@@ -60,9 +61,13 @@ fn valid_file_round_trips() {
             connect_ms: Some(1500),
             idle_ms: Some(30000),
             queue_ms: Some(250),
+            ..ServiceTimeouts::default()
         },
         mode: ServiceMode::Tcp,
-        vhosts: Vec::new(),
+        route: RouteMatch::default(),
+        vhost: None,
+        app_id: None,
+        http_listener: HttpListenerSettings::default(),
         instances: vec![
             Instance {
                 address: "127.0.0.1:19001".parse().unwrap(),
@@ -86,7 +91,10 @@ fn valid_file_round_trips() {
         max_connections: None,
         timeouts: ServiceTimeouts::default(),
         mode: ServiceMode::Tcp,
-        vhosts: Vec::new(),
+        route: RouteMatch::default(),
+        vhost: None,
+        app_id: None,
+        http_listener: HttpListenerSettings::default(),
         instances: vec![Instance {
             address: "[::1]:5432".parse().unwrap(),
             weight: 1,
@@ -277,4 +285,148 @@ fn duplicates_are_found_next_to_other_mistakes() {
     let err = parse(text, FILE).unwrap_err();
     let lines: Vec<usize> = err.problems().iter().map(|p| p.line).collect();
     assert_eq!(lines, vec![4, 7, 8], "{err}");
+}
+
+/// The issue's example, and a second HTTP service on the same address.
+const HTTP: &str = r#"[[service]]
+name = "shop"
+mode = "http"
+listen = "0.0.0.0:80"
+hosts = ["Shop.Example.com", "*.shop.example.com"]
+paths = ["/api", "/cart"]
+path_match = "prefix"
+timeout_server_ms = 5000
+timeout_tunnel_ms = 60000
+http_max_header_bytes = 8192
+timeout_keepalive_ms = 1000
+backends = [ { address = "10.0.0.5:8080" } ]
+
+[[service]]
+name = "blog"
+mode = "http"
+listen = "0.0.0.0:80"
+hosts = ["blog.example.com"]
+http_max_headers = 50
+backends = [ { address = "10.0.0.6:8080" } ]
+"#;
+
+#[test]
+fn http_services_share_an_address_with_their_routes() {
+    let catalog = parse(HTTP, FILE).unwrap();
+    let shop = &catalog.services[0];
+    assert_eq!(shop.mode, ServiceMode::Http);
+    assert_eq!(
+        shop.route.hosts,
+        vec!["*.shop.example.com", "shop.example.com"],
+        "lowercased, sorted"
+    );
+    assert_eq!(shop.route.paths, vec!["/api", "/cart"]);
+    assert_eq!(shop.route.path_match, PathMatch::Prefix);
+    assert_eq!(
+        (shop.timeouts.server_ms, shop.timeouts.tunnel_ms),
+        (Some(5000), Some(60000))
+    );
+    assert_eq!(shop.http_listener.max_header_bytes, Some(8192));
+    assert_eq!(shop.http_listener.keepalive_ms, Some(1000));
+    let blog = &catalog.services[1];
+    assert!(blog.route.paths.is_empty(), "no paths: every path");
+    assert_eq!(blog.http_listener.max_headers, Some(50));
+}
+
+/// `HTTP` with `edit` applied to the second service's lines (after `name = "blog"`).
+fn http_with(edit: &str) -> String {
+    HTTP.replace("hosts = [\"blog.example.com\"]", edit)
+}
+
+#[test]
+fn http_conflicts_on_one_address_name_both_services() {
+    // Same host and path: the second service's listen line names the first service and the claim.
+    let text = http_with("hosts = [\"shop.example.com\"]\npaths = [\"/cart\"]");
+    assert_problem(
+        &text,
+        17,
+        r#"service "blog" listen"#,
+        r#"service "shop" (line 4) already routes shop.example.com, prefix path "/cart""#,
+    );
+    // Another match kind on the same path is another route: no conflict.
+    let exact =
+        http_with("hosts = [\"shop.example.com\"]\npaths = [\"/cart\"]\npath_match = \"exact\"");
+    parse(&exact, FILE).unwrap();
+    // Listener limits must agree.
+    let text = http_with("hosts = [\"blog.example.com\"]\nhttp_max_header_bytes = 4096");
+    assert_problem(
+        &text,
+        17,
+        r#"service "blog" listen"#,
+        "http_max_header_bytes differs from service \"shop\"",
+    );
+    // A TCP service on an HTTP address.
+    let text = HTTP.replacen(
+        "mode = \"http\"\nlisten = \"0.0.0.0:80\"\nhosts = [\"blog",
+        "listen = \"0.0.0.0:80\"\nhosts = [\"blog",
+        1,
+    );
+    assert!(
+        error_text(&text).contains("TCP and HTTP services cannot share an address"),
+        "{}",
+        error_text(&text)
+    );
+}
+
+#[test]
+fn bad_http_values_name_the_service_and_field() {
+    let cases = [
+        (
+            "hosts = [\"blog.example.com:80\"]",
+            r#"service "blog" hosts[0]"#,
+            "takes no port",
+        ),
+        (
+            "hosts = [\"a..b\"]",
+            r#"service "blog" hosts[0]"#,
+            "is not a host name",
+        ),
+        (
+            "paths = [\"api\"]",
+            r#"service "blog" paths[0]"#,
+            "does not start with '/'",
+        ),
+        (
+            "paths = [\"/(x\"]\npath_match = \"regex\"",
+            r#"service "blog" paths[0]"#,
+            "is not a valid regex",
+        ),
+        (
+            "path_match = \"glob\"",
+            r#"service "blog" path_match"#,
+            "expected \"prefix\"",
+        ),
+        (
+            "hosts = []",
+            r#"service "blog" hosts"#,
+            "an empty list matches nothing",
+        ),
+        (
+            "http_max_header_bytes = 2000000",
+            r#"service "blog" http_max_header_bytes"#,
+            "larger than 1048576",
+        ),
+        (
+            "timeout_server_ms = 0",
+            r#"service "blog" timeout_server_ms"#,
+            "at least 1",
+        ),
+    ];
+    for (edit, field, needle) in cases {
+        assert_problem(&http_with(edit), 18, field, needle);
+    }
+    let text = "[[service]]\nname = \"db\"\nlisten = \"127.0.0.1:1\"\nmode = \"udp\"\n";
+    assert_problem(
+        text,
+        4,
+        r#"service "db" mode"#,
+        "expected \"tcp\" or \"http\"",
+    );
+    let text = "[[service]]\nname = \"db\"\nlisten = \"127.0.0.1:1\"\npaths = [\"/x\"]\n";
+    assert_problem(text, 4, r#"service "db" paths"#, "add mode = \"http\"");
 }

@@ -294,9 +294,11 @@ fn app_services(
                 }
             })
             .collect();
-        if let Some(service) =
+        if let Some(mut service) =
             discovered_service(name.clone(), listen, &settings, candidates, options, notes)
         {
+            // marathon-lb's app-id routing (`--app-id-listen`) finds the app by its id.
+            service.app_id = Some(app.id.clone());
             services.push(service);
         }
     }

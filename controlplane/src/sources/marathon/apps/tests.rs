@@ -70,7 +70,14 @@ fn marathon_1_5_shape_keeps_the_vhost() {
     assert_eq!(catalog.services.len(), 1);
     let s = &catalog.services[0];
     assert_eq!((s.name.as_str(), s.listen.port()), ("pywebserver", 10101));
-    assert_eq!(s.vhosts, vec!["myvhost.com".to_string()]);
+    let vhost = s.vhost.as_ref().unwrap();
+    assert_eq!(vhost.hosts, vec!["myvhost.com".to_string()]);
+    assert_eq!(
+        s.mode,
+        ServiceMode::Http,
+        "a vhost makes the port http, as in marathon-lb"
+    );
+    assert_eq!(s.app_id.as_deref(), Some("/pywebserver"));
     assert_eq!(addresses(&catalog, 10101), vec!["10.0.2.148:1565"]);
 }
 

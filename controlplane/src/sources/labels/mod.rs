@@ -8,9 +8,10 @@
 //! | `ringway.port.N.servicePort`, `com.meltwater.proxymatic.port.N.servicePort` | listen port | port skipped |
 //! | `….N.weight` | instance weight 1..=1000 (default 500); `0` drains: no new connections | default used |
 //! | `….N.maxconn` | per-instance limit for the whole group; `0` is no limit (proxymatic's meaning) | port skipped |
-//! | `….N.mode` | `tcp` or `http` | default (`tcp`) used |
-//! | `….N.timeout.client`, `….N.timeout.server` | seconds of inactivity, ≥ 1 | default used |
-//! | `HAPROXY_N_VHOST` | virtual hosts (comma list) | — |
+//! | `….N.mode`, `HAPROXY_N_MODE` | `tcp` or `http` (default `http` when `HAPROXY_N_VHOST` is set, as marathon-lb) | default used |
+//! | `….N.timeout.client`, `….N.timeout.server` | seconds of inactivity, ≥ 1; `timeout.server` is also the HTTP response timeout | default used |
+//! | `HAPROXY_N_VHOST` | virtual hosts (comma list), served on `--vhost-port` | port skipped |
+//! | `HAPROXY_N_PATH` | path prefixes (space or comma list) on the virtual hosts | port skipped |
 //! | `HAPROXY_GROUP`, `HAPROXY_N_GROUP` | groups (comma list), matched against `--group` | — |
 //!
 //! `ringway.<setting>` (no port index, the short form Consul tags use: `ringway.maxconn=50`) sets a default
@@ -40,6 +41,7 @@ use std::collections::BTreeMap;
 
 use ringway_shared::model::{DEFAULT_WEIGHT, WEIGHT_MAX, WEIGHT_MIN};
 
+use crate::model::http::{PathMatch, RouteMatch, route_match};
 use crate::model::{ServiceMode, ServiceTimeouts};
 
 /// Labels as key → value; sources turn numbers (Marathon allows `"…timeout.client": 100`) into strings.
@@ -77,7 +79,8 @@ pub struct PortSettings {
     pub maxconn: Option<u32>,
     pub mode: ServiceMode,
     pub timeouts: ServiceTimeouts,
-    pub vhosts: Vec<String>,
+    /// Served on the shared virtual-host port with these hosts and paths (`HAPROXY_<N>_VHOST`, `_PATH`).
+    pub vhost: Option<RouteMatch>,
     pub groups: Vec<String>,
 }
 
@@ -137,7 +140,9 @@ pub fn port_settings(labels: &Labels, index: usize) -> PortOutcome {
         .integer(MAXCONN, 0, u64::from(u32::MAX), Consequence::PortSkipped)
         .filter(|m| *m != 0)
         .map(|m| m as u32);
-    let mode = reader.mode();
+    let vhosts = list(get(labels, &format!("HAPROXY_{index}_VHOST")), true);
+    let vhost = reader.vhost(vhosts);
+    let mode = reader.mode(vhost.is_some());
     let max_seconds = u64::from(u32::MAX) / MS_PER_SECOND;
     let client = reader.integer(TIMEOUT_CLIENT, 1, max_seconds, Consequence::DefaultUsed);
     let server = reader.integer(TIMEOUT_SERVER, 1, max_seconds, Consequence::DefaultUsed);
@@ -152,9 +157,10 @@ pub fn port_settings(labels: &Labels, index: usize) -> PortOutcome {
         mode,
         timeouts: ServiceTimeouts {
             idle_ms,
+            server_ms: server.map(|seconds| (seconds * MS_PER_SECOND) as u32),
             ..ServiceTimeouts::default()
         },
-        vhosts: list(get(labels, &format!("HAPROXY_{index}_VHOST")), true),
+        vhost,
         groups: groups(labels, index),
     };
     PortOutcome {
@@ -277,9 +283,60 @@ impl Reader<'_> {
         }
     }
 
-    fn mode(&mut self) -> ServiceMode {
-        let Some((label, value)) = self.find(MODE) else {
-            return ServiceMode::Tcp;
+    /// The port's virtual hosts and their paths; a bad host or path skips the port (routing it without
+    /// them would send the requests meant for it elsewhere).
+    fn vhost(&mut self, vhosts: Vec<String>) -> Option<RouteMatch> {
+        let path_key = format!("HAPROXY_{}_PATH", self.index);
+        let path_label = get(self.labels, &path_key).cloned();
+        let paths: Vec<String> = path_label
+            .iter()
+            .flat_map(|v| v.split([' ', ',']))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        if vhosts.is_empty() {
+            if let Some(value) = path_label.filter(|_| !paths.is_empty()) {
+                self.problem(
+                    path_key,
+                    &value,
+                    format!(
+                        "routes only with HAPROXY_{}_VHOST (as in marathon-lb)",
+                        self.index
+                    ),
+                    Consequence::DefaultUsed,
+                );
+            }
+            return None;
+        }
+        match route_match(&vhosts, &paths, PathMatch::Prefix) {
+            Ok(route) => Some(route),
+            Err(reason) => {
+                let (label, value) = if reason.starts_with("paths") {
+                    (path_key, path_label.unwrap_or_default())
+                } else {
+                    (format!("HAPROXY_{}_VHOST", self.index), vhosts.join(","))
+                };
+                self.problem(label, &value, reason, Consequence::PortSkipped);
+                None
+            }
+        }
+    }
+
+    /// The port's mode: Ringway's or proxymatic's label, else marathon-lb's `HAPROXY_<N>_MODE`, else `http`
+    /// for a port with virtual hosts (marathon-lb's default), else `tcp`.
+    fn mode(&mut self, has_vhost: bool) -> ServiceMode {
+        let default = if has_vhost {
+            ServiceMode::Http
+        } else {
+            ServiceMode::Tcp
+        };
+        let haproxy = format!("HAPROXY_{}_MODE", self.index);
+        let Some((label, value)) = self
+            .find(MODE)
+            .or_else(|| get(self.labels, &haproxy).map(|v| (haproxy.clone(), v.as_str())))
+        else {
+            return default;
         };
         match value.trim().to_ascii_lowercase().as_str() {
             "tcp" => ServiceMode::Tcp,
@@ -292,225 +349,11 @@ impl Reader<'_> {
                     "expected tcp or http".into(),
                     Consequence::DefaultUsed,
                 );
-                ServiceMode::Tcp
+                default
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn proxymatics_labels_from_its_fixture() {
-        // The labels of proxymatic's testLoadBalancerOptions fixture (numbers given as strings by the parser).
-        let l = labels(&[
-            ("com.meltwater.proxymatic.port.0.weight", "100"),
-            ("com.meltwater.proxymatic.port.0.maxconn", "150"),
-            ("com.meltwater.proxymatic.port.0.mode", "http"),
-            ("com.meltwater.proxymatic.port.0.timeout.client", "100"),
-            ("com.meltwater.proxymatic.port.0.timeout.server", "200"),
-        ]);
-        let out = port_settings(&l, 0);
-        assert!(out.problems.is_empty());
-        let s = out.settings.unwrap();
-        assert_eq!(
-            (s.weight, s.maxconn, s.mode),
-            (100, Some(150), ServiceMode::Http)
-        );
-        assert_eq!(
-            s.timeouts.idle_ms,
-            Some(200_000),
-            "the larger of client and server"
-        );
-        assert_eq!(s.timeouts.connect_ms, None);
-        // Port 1 has no labels: defaults.
-        let other = port_settings(&l, 1).settings.unwrap();
-        assert_eq!(
-            (other.weight, other.maxconn, other.mode),
-            (DEFAULT_WEIGHT, None, ServiceMode::Tcp)
-        );
-    }
-
-    #[test]
-    fn ringway_port_labels_win_over_proxymatic_and_the_short_form_is_a_default() {
-        let l = labels(&[
-            ("ringway.port.1.weight", "7"),
-            ("com.meltwater.proxymatic.port.1.weight", "9"),
-            ("ringway.weight", "3"),
-            ("ringway.maxconn", "50"),
-            ("ringway.port.0.servicePort", "1234"),
-        ]);
-        let p0 = port_settings(&l, 0).settings.unwrap();
-        let p1 = port_settings(&l, 1).settings.unwrap();
-        assert_eq!(
-            (p0.weight, p0.maxconn, p0.service_port),
-            (3, Some(50), Some(1234))
-        );
-        assert_eq!(
-            (p1.weight, p1.maxconn, p1.service_port),
-            (7, Some(50), None)
-        );
-    }
-
-    #[test]
-    fn bad_values_use_the_default_or_skip_the_port() {
-        let cases = [
-            (
-                "weight",
-                "abc",
-                Consequence::DefaultUsed,
-                "is not an integer",
-            ),
-            (
-                "weight",
-                "1001",
-                Consequence::DefaultUsed,
-                "must be in 0..=1000",
-            ),
-            (
-                "weight",
-                "2.5",
-                Consequence::DefaultUsed,
-                "is not an integer",
-            ),
-            (
-                "mode",
-                "udp",
-                Consequence::DefaultUsed,
-                "expected tcp or http",
-            ),
-            (
-                "timeout.client",
-                "-1",
-                Consequence::DefaultUsed,
-                "must not be negative",
-            ),
-            (
-                "maxconn",
-                "-3",
-                Consequence::PortSkipped,
-                "must not be negative",
-            ),
-            (
-                "maxconn",
-                "lots",
-                Consequence::PortSkipped,
-                "is not an integer",
-            ),
-            (
-                "servicePort",
-                "70000",
-                Consequence::PortSkipped,
-                "must be in 1..=65535",
-            ),
-        ];
-        for (name, value, consequence, reason) in cases {
-            let key = format!("com.meltwater.proxymatic.port.0.{name}");
-            let out = port_settings(&labels(&[(&key, value)]), 0);
-            assert_eq!(out.problems.len(), 1, "{name}={value}");
-            let p = &out.problems[0];
-            assert_eq!((p.label.as_str(), p.value.as_str()), (key.as_str(), value));
-            assert_eq!(p.consequence, consequence, "{name}={value}");
-            assert!(p.reason.contains(reason), "{name}={value}: {}", p.reason);
-            match consequence {
-                Consequence::PortSkipped => assert!(out.settings.is_none(), "{name}={value}"),
-                Consequence::DefaultUsed => {
-                    let s = out.settings.unwrap();
-                    assert_eq!(
-                        (s.weight, s.mode, s.timeouts.idle_ms),
-                        (DEFAULT_WEIGHT, ServiceMode::Tcp, None)
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn weight_0_drains_and_maxconn_0_is_unlimited_as_in_proxymatic() {
-        let l = labels(&[
-            ("com.meltwater.proxymatic.port.0.weight", "0"),
-            ("com.meltwater.proxymatic.port.0.maxconn", "0"),
-        ]);
-        let out = port_settings(&l, 0);
-        assert!(out.problems.is_empty(), "{:?}", out.problems);
-        let s = out.settings.unwrap();
-        assert!(s.drain, "weight 0: no new connections");
-        assert_eq!(
-            s.weight, DEFAULT_WEIGHT,
-            "the model never carries a weight of 0"
-        );
-        assert_eq!(s.maxconn, None, "maxconn 0: no limit, never Some(0)");
-        let normal = port_settings(&labels(&[("ringway.weight", "1")]), 0)
-            .settings
-            .unwrap();
-        assert!(!normal.drain);
-        assert_eq!(normal.weight, 1);
-    }
-
-    #[test]
-    fn keys_match_without_regard_to_case_as_registrator_lowercases_meta() {
-        // registrator: -e SERVICE_ringway.servicePort=8080 -e SERVICE_HAPROXY_GROUP=external
-        let l = labels(&[
-            ("ringway.serviceport", "8080"),
-            ("haproxy_group", "external"),
-            ("haproxy_0_vhost", "Web.Example"),
-        ]);
-        let s = port_settings(&l, 0).settings.unwrap();
-        assert_eq!(s.service_port, Some(8080));
-        assert_eq!(s.groups, vec!["external"]);
-        assert_eq!(s.vhosts, vec!["web.example"]);
-        // The documented spelling wins over one that differs only in case.
-        let both = labels(&[("HAPROXY_GROUP", "a"), ("haproxy_group", "b")]);
-        assert_eq!(port_settings(&both, 0).settings.unwrap().groups, vec!["a"]);
-    }
-
-    #[test]
-    fn vhosts_and_groups_follow_marathon_lb() {
-        let l = labels(&[
-            ("HAPROXY_GROUP", "external, internal"),
-            ("HAPROXY_1_GROUP", "special"),
-            ("HAPROXY_0_VHOST", "MyVhost.com,other.example"),
-        ]);
-        let p0 = port_settings(&l, 0).settings.unwrap();
-        let p1 = port_settings(&l, 1).settings.unwrap();
-        assert_eq!(p0.vhosts, vec!["myvhost.com", "other.example"]);
-        assert_eq!(p0.groups, vec!["external", "internal"]);
-        assert_eq!(
-            p1.groups,
-            vec!["special"],
-            "a per-port group overrides the app's"
-        );
-
-        let wanted = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(group_accepts(&wanted(&["external"]), &p0.groups));
-        assert!(!group_accepts(&wanted(&["external"]), &p1.groups));
-        assert!(
-            group_accepts(&wanted(&["*"]), &[]),
-            "* takes apps without a group"
-        );
-        assert!(!group_accepts(&wanted(&["external"]), &[]));
-        assert!(group_accepts(&wanted(&["a", "special"]), &p1.groups));
-    }
-
-    #[test]
-    fn tags_become_labels() {
-        let tags = vec![
-            "primary".to_string(),
-            "ringway.maxconn=50".into(),
-            "HAPROXY_GROUP = ext".into(),
-        ];
-        let l = from_tags(&tags);
-        assert_eq!(l.len(), 2);
-        assert_eq!(l["ringway.maxconn"], "50");
-        assert_eq!(l["HAPROXY_GROUP"], "ext");
-    }
-}
+mod tests;
