@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use crate::procs::{Server, which};
+use crate::routing_conf;
 use crate::targets::{self, BULK_BACKEND, HTTP_BACKEND, IDLE_BACKEND, Kind, Target};
 
 /// How long all servers together may take to listen.
@@ -80,7 +81,7 @@ impl Fleet {
         }
         let mut ports = vec![BULK_BACKEND, HTTP_BACKEND];
         for t in targets.iter().filter(|t| t.is_proxy()) {
-            ports.extend([t.bulk, t.http, t.idle]);
+            ports.extend(t.ports());
         }
         fleet.wait_listening(&ports, START_TIMEOUT)?;
         Ok(fleet)
@@ -283,6 +284,35 @@ fn start_target(paths: &Paths, t: &Target) -> anyhow::Result<Vec<Server>> {
                 )?);
             }
             servers
+        }
+        Kind::RingwayHttp => {
+            let file = write(
+                paths,
+                &format!("{}.services.toml", t.name),
+                &routing_conf::ringway_services(t),
+            )?;
+            start_ringway(paths, t.name, &file, targets::RINGWAY_MODES[0], None)?
+        }
+        Kind::HaproxyHttp => {
+            let map = paths.conf().join(format!("{}.hosts.map", t.name));
+            let (text, hosts) = routing_conf::haproxy(t, &map);
+            std::fs::write(&map, hosts).with_context(|| format!("writing {}", map.display()))?;
+            let conf = write(paths, &format!("{}.cfg", t.name), &text)?;
+            vec![Server::spawn(
+                t.name,
+                &tool("haproxy")?,
+                &args(&["-db", "-f", &conf.display().to_string()]),
+                log(t.name),
+                &[],
+            )?]
+        }
+        Kind::NginxHttp => {
+            let conf = write(
+                paths,
+                "nginx-http.conf",
+                &routing_conf::nginx(t, &paths.run),
+            )?;
+            vec![nginx(t.name, paths, &conf)?]
         }
         Kind::Ringway(mode) => {
             let services = [

@@ -55,7 +55,7 @@ pub fn iperf3(
     measure(program, &args, dir, secs, parse_iperf3)
 }
 
-/// `wrk -t1 -cCONNS -dSECSs --latency [-H 'Connection: close'] http://127.0.0.1:PORT/`.
+/// `wrk -t1 -cCONNS -dSECSs --latency -H 'Host: BENCH_HOST' [-H 'Connection: close'] http://127.0.0.1:PORT/`.
 pub fn wrk(
     program: &Path,
     port: u16,
@@ -69,6 +69,8 @@ pub fn wrk(
         format!("-c{connections}"),
         format!("-d{secs}s"),
         "--latency".into(),
+        "-H".into(),
+        format!("Host: {}", crate::targets::BENCH_HOST),
     ];
     if close {
         args.extend(["-H".to_string(), "Connection: close".into()]);

@@ -13,6 +13,7 @@ mod procs;
 mod reconfig;
 mod report;
 mod rounds;
+mod routing_conf;
 mod scale;
 mod stats;
 mod summary;

@@ -66,7 +66,8 @@ impl Test {
     /// one's high-water mark (measured here: HAProxy 3.2 KiB per connection the first time, 0.05 after).
     fn applies_to(self, target: &Target, round: usize) -> bool {
         match self {
-            Test::IdleMemory => target.is_proxy() && round == 0,
+            Test::IdleMemory => target.is_proxy() && !target.routes_http() && round == 0,
+            Test::Bulk1 | Test::Bulk8 => !target.routes_http(),
             _ => true,
         }
     }

@@ -22,6 +22,16 @@ pub const SCALE_PROBE_BACKEND: u16 = BASE_PORT + 301;
 pub const SCALE_LISTENERS_FROM: u16 = BASE_PORT + 310;
 /// Worker threads / processes of every proxy that has the knob (pen is single-process by design).
 pub const PROXY_WORKERS: usize = 2;
+/// Virtual hosts configured on every HTTP-routing target's listener, each a service of its own.
+pub const ROUTED_HOSTS: usize = 1000;
+/// The virtual host wrk asks for: one in the middle of the table. Every HTTP test sends it (the TCP
+/// targets and the backend ignore it), so all targets see the same request bytes.
+pub const BENCH_HOST: &str = "vhost-0500.bench.test";
+
+/// The name of virtual host `i` of the HTTP-routing targets.
+pub fn routed_host(i: usize) -> String {
+    format!("vhost-{i:04}.bench.test")
+}
 
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -42,9 +52,15 @@ pub enum Kind {
     Nginx,
     /// pen, one single-threaded process per listener.
     Pen,
+    /// Ringway HTTP listener routing [`ROUTED_HOSTS`] virtual hosts, backend keep-alive.
+    RingwayHttp,
+    /// HAProxy `mode http`, the hosts in a map, `http-reuse always` (its most reusing setting).
+    HaproxyHttp,
+    /// nginx `http` with one `server_name` per host and `proxy_pass` to an upstream with `keepalive`.
+    NginxHttp,
 }
 
-/// A target and its three listening ports.
+/// A target and its three listening ports (HTTP-routing targets have only `http`; the others are 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
     pub name: &'static str,
@@ -60,7 +76,23 @@ impl Target {
     }
 
     pub fn is_ringway(&self) -> bool {
-        matches!(self.kind, Kind::Ringway(_))
+        matches!(self.kind, Kind::Ringway(_) | Kind::RingwayHttp)
+    }
+
+    /// Routes HTTP requests (L7): measured by the HTTP tests only.
+    pub fn routes_http(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::RingwayHttp | Kind::HaproxyHttp | Kind::NginxHttp
+        )
+    }
+
+    /// The ports this target listens on.
+    pub fn ports(&self) -> Vec<u16> {
+        [self.bulk, self.http, self.idle]
+            .into_iter()
+            .filter(|&p| p != 0)
+            .collect()
     }
 }
 
@@ -72,7 +104,7 @@ pub const HEADLINE: &str = "ringway-poll-splice";
 
 /// Every target, in the fixed order of each round.
 pub fn all() -> Vec<Target> {
-    let kinds: [(&'static str, Kind); 8] = [
+    let kinds: [(&'static str, Kind); 11] = [
         ("direct", Kind::Direct),
         ("ringway-poll-splice", Kind::Ringway(RINGWAY_MODES[0])),
         ("ringway-uring-splice", Kind::Ringway(RINGWAY_MODES[1])),
@@ -81,6 +113,9 @@ pub fn all() -> Vec<Target> {
         ("haproxy", Kind::Haproxy),
         ("nginx", Kind::Nginx),
         ("pen", Kind::Pen),
+        ("ringway-http", Kind::RingwayHttp),
+        ("haproxy-http", Kind::HaproxyHttp),
+        ("nginx-http", Kind::NginxHttp),
     ];
     kinds
         .into_iter()
@@ -96,20 +131,33 @@ pub fn all() -> Vec<Target> {
                 }
             } else {
                 let base = BASE_PORT + 10 * i as u16;
+                let routes_http = matches!(
+                    kind,
+                    Kind::RingwayHttp | Kind::HaproxyHttp | Kind::NginxHttp
+                );
+                let other = |offset| if routes_http { 0 } else { base + offset };
                 Target {
                     name,
                     kind,
-                    bulk: base + 1,
+                    bulk: other(1),
                     http: base + 2,
-                    idle: base + 3,
+                    idle: other(3),
                 }
             }
         })
         .collect()
 }
 
-/// The peers the ratios compare the headline Ringway target with, in display order.
-pub const PEERS: [&str; 5] = ["haproxy-forced-splice", "haproxy", "nginx", "pen", "direct"];
+/// The peers the ratios compare each Ringway target with, in display order.
+pub const PEERS: [&str; 7] = [
+    "haproxy-forced-splice",
+    "haproxy",
+    "nginx",
+    "pen",
+    "haproxy-http",
+    "nginx-http",
+    "direct",
+];
 
 #[cfg(test)]
 mod tests {
@@ -120,7 +168,8 @@ mod tests {
     fn every_port_is_distinct_and_below_the_ephemeral_range() {
         let mut seen = HashSet::new();
         for t in all().iter().filter(|t| t.is_proxy()) {
-            for p in [t.bulk, t.http, t.idle] {
+            assert_eq!(t.ports().len(), if t.routes_http() { 1 } else { 3 });
+            for p in t.ports() {
                 assert!(seen.insert(p), "port {p} used twice");
             }
         }
@@ -137,7 +186,7 @@ mod tests {
         for p in fixed {
             assert!(seen.insert(p), "port {p} used twice");
         }
-        assert!(seen.iter().all(|&p| p < 32768));
+        assert!(seen.iter().all(|&p| p < 32768 && p > BASE_PORT));
         assert!(all().iter().any(|t| t.name == HEADLINE));
         for peer in PEERS {
             assert!(all().iter().any(|t| t.name == peer));

@@ -121,8 +121,23 @@ fn quick_run_produces_every_figure() {
             metric["ratios"]["ringway-poll-splice"]["haproxy-forced-splice"]["median"].is_f64(),
             "{key}: no ratio to the forced-splice HAProxy"
         );
+        if ["ka_", "close_", "c1_"].iter().any(|p| key.starts_with(p)) {
+            for peer in ["haproxy-http", "nginx-http"] {
+                assert!(
+                    metric["ratios"]["ringway-http"][peer]["median"].is_f64(),
+                    "{key}: no ratio of HTTP routing to {peer}"
+                );
+            }
+        }
     }
     for record in json["records"].as_array().unwrap() {
+        let target = record["target"].as_str().unwrap_or_default();
+        if target.ends_with("-http") {
+            assert_eq!(
+                record["errors"], 0,
+                "{target}: every routed request is answered 2xx ({record})"
+            );
+        }
         if record["test"] == "idle_memory" {
             positive(&record["idle_connections"], "idle connections held");
         }
