@@ -55,7 +55,6 @@ fn wait_answer(port: u16, path: &str, headers: &[(&str, &str)], status: u16, bod
 }
 
 #[test]
-#[ignore = "needs the dataplane HTTP path (http-dp)"]
 fn docker_flow_proxy_service_path_without_src_port_answers_on_the_shared_http_port() {
     let backend = named_http("go-demo");
     let vhost_port = free_port();
@@ -104,7 +103,6 @@ fn docker_flow_proxy_service_path_without_src_port_answers_on_the_shared_http_po
 }
 
 #[test]
-#[ignore = "needs the dataplane HTTP path (http-dp)"]
 fn a_marathon_app_with_haproxy_0_vhost_answers_by_host_and_by_app_id() {
     let (shop, blog) = (named_http("shop"), named_http("blog"));
     let (shop_port, blog_port) = (free_port(), free_port());
@@ -179,7 +177,6 @@ fn a_marathon_app_with_haproxy_0_vhost_answers_by_host_and_by_app_id() {
 }
 
 #[test]
-#[ignore = "needs the dataplane HTTP path (http-dp)"]
 fn a_registrator_service_answers_under_the_vhost_domain() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path());
