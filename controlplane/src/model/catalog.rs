@@ -60,13 +60,6 @@ pub struct Service {
     pub instances: Vec<Instance>,
 }
 
-impl Service {
-    /// Whether any request reaches this service over HTTP (on `listen`, the vhost port or the app-id port).
-    pub fn serves_http(&self) -> bool {
-        self.mode == ServiceMode::Http || self.vhost.is_some()
-    }
-}
-
 /// The `mode` label's values (proxymatic's `tcp`/`http`).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

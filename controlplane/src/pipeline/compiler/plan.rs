@@ -8,7 +8,7 @@
 //!   app-id routes: a service listening there loses that listener.
 //! - An HTTP service is a route on its own address, matching its hosts and paths.
 //! - A service with a vhost is also a route on the vhost port (`--vhost-port`), unless that address is a TCP
-//!   listener or the service's own route there already takes every request the vhost would.
+//!   listener or the service's own HTTP route is there already.
 //! - With `--app-id-listen`, every HTTP-mode service with a Marathon app id is a route on that address that
 //!   matches `X-Marathon-App-Id: <id>`; of the services of one app, the one on the lowest listen address
 //!   (marathon-lb took the app's first port).
@@ -102,9 +102,9 @@ pub(super) fn plan(services: &[&Service], settings: &CompileSettings) -> Plan {
             continue;
         };
         let at = settings.vhost_listen;
-        let own_route_covers = service.mode == ServiceMode::Http
-            && service.listen == at
-            && service.route == RouteMatch::default();
+        // A service whose own HTTP listener is the vhost port has its route there already (discovered
+        // services take every request on their own port), and one route name per listener is the rule.
+        let own_route_covers = service.mode == ServiceMode::Http && service.listen == at;
         match owners.get(&at).copied() {
             _ if own_route_covers => {}
             Some(owner @ (Owner::Tcp(_) | Owner::AppId)) => {
