@@ -3,9 +3,8 @@
 //! vhost port by Host, and on `--app-id-listen` by `X-Marathon-App-Id`), a registrator service under
 //! `--vhost-domain`. Marathon is the test double of `ringway_tests::doubles::marathon`; etcd is real.
 //!
-//! They need the dataplane's HTTP path (branch http-dp); until it is merged the dataplane NACKs HTTP
-//! listeners, so they are ignored. What the controlplane sends is asserted without a dataplane by the unit
-//! tests of the compiler (`pipeline/compiler/http_tests.rs`) and of each source's parsing.
+//! What the controlplane sends is also asserted without a dataplane by the unit tests of the compiler
+//! (`pipeline/compiler/http_tests.rs`) and of each source's parsing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
