@@ -1,12 +1,16 @@
 //! The services file's HTTP keys (`mode`, `hosts`, `paths`, `path_match`, the HTTP timeouts and the
 //! listener limits), and what services sharing a listen address must agree on.
 
+use std::net::SocketAddr;
+
 use ringway_shared::model::http::{MAX_HEADER_BYTES_LIMIT, MAX_HEADERS_LIMIT};
 use serde_spanned::Spanned;
 
 use super::{Checker, Identity, RawService};
 use crate::model::ServiceMode;
-use crate::model::http::{HttpListenerSettings, PathMatch, RouteMatch, check_host, check_path};
+use crate::model::http::{
+    Claim, HttpListenerSettings, PathMatch, RouteMatch, check_host, check_path,
+};
 
 /// What a service's HTTP keys say, checked; problems are reported on the checker.
 pub(super) struct HttpParts {
@@ -175,41 +179,54 @@ impl Checker<'_> {
     }
 }
 
-/// Why `second` cannot share its listen address with `first` (defined at line `first_line`), if it cannot.
-pub(super) fn listen_clash(
-    first: &Identity,
-    second: &Identity,
-    first_line: usize,
-) -> Option<String> {
-    let listen = second.listen?;
-    let other = format!("service {:?} (line {first_line})", first.name);
-    match (first.mode, second.mode) {
-        (ServiceMode::Tcp, ServiceMode::Tcp) => {
-            Some(format!("{listen} is already the listen address of {other}"))
-        }
-        (ServiceMode::Tcp, ServiceMode::Http) | (ServiceMode::Http, ServiceMode::Tcp) => {
-            Some(format!(
+/// Why a service cannot share its listen address with a service defined before it.
+pub(super) enum Clash<'a> {
+    /// Two TCP services on one address.
+    Taken,
+    /// A TCP and an HTTP service; the mode is the first one's.
+    Mixed(ServiceMode),
+    /// The first already routes this host and path.
+    Claimed(Claim<'a>),
+    /// The two ask for different listener limits; the key of the first difference.
+    Limits(&'static str),
+}
+
+impl Clash<'_> {
+    /// The error, naming the first service (`other`, with its line: computed only for an error, because
+    /// finding a line scans the file).
+    pub(super) fn message(&self, listen: SocketAddr, other: &str) -> String {
+        match self {
+            Clash::Taken => format!("{listen} is already the listen address of {other}"),
+            Clash::Mixed(mode) => format!(
                 "{listen} is the listen address of {other} in mode {}: TCP and HTTP services cannot \
                  share an address",
-                mode_name(first.mode)
-            ))
+                mode_name(*mode)
+            ),
+            Clash::Claimed(claim) => format!(
+                "{other} already routes {claim} on {listen}: two services cannot claim the same host \
+                 and path"
+            ),
+            Clash::Limits(key) => format!(
+                "{key} differs from {other}'s on {listen}: services sharing an HTTP listener must \
+                 agree on its limits"
+            ),
         }
-        (ServiceMode::Http, ServiceMode::Http) => {
-            if let (Some(a), Some(b)) = (&first.route, &second.route)
-                && let Some(claim) = b.overlap(a)
-            {
-                return Some(format!(
-                    "{other} already routes {claim} on {listen}: two services cannot claim the same \
-                     host and path"
-                ));
-            }
-            first.listener.combine(second.listener).err().map(|key| {
-                format!(
-                    "{key} differs from {other}'s on {listen}: services sharing an HTTP listener \
-                     must agree on its limits"
-                )
-            })
+    }
+}
+
+/// Whether `second` may share its address with `first` by mode and listener limits. Host and path
+/// claims are checked by the caller against every claim of the address at once (a map, not pairs).
+pub(super) fn listen_clash<'a>(first: &Identity, second: &Identity) -> Option<Clash<'a>> {
+    match (first.mode, second.mode) {
+        (ServiceMode::Tcp, ServiceMode::Tcp) => Some(Clash::Taken),
+        (ServiceMode::Tcp, ServiceMode::Http) | (ServiceMode::Http, ServiceMode::Tcp) => {
+            Some(Clash::Mixed(first.mode))
         }
+        (ServiceMode::Http, ServiceMode::Http) => first
+            .listener
+            .combine(second.listener)
+            .err()
+            .map(Clash::Limits),
     }
 }
 

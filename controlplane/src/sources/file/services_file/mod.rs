@@ -44,6 +44,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
+use crate::model::http::Claim;
 use crate::model::{
     Catalog, HttpListenerSettings, Instance, RouteMatch, Service, ServiceMode, ServiceTimeouts,
 };
@@ -417,6 +418,9 @@ impl Checker<'_> {
     fn cross_check<'a>(&mut self, services: impl Iterator<Item = &'a Identity>) {
         let mut names: HashMap<&str, &Identity> = HashMap::new();
         let mut listens: HashMap<SocketAddr, Vec<&Identity>> = HashMap::new();
+        // Every host and path already routed on an address, and by whom: one lookup per claim, so a
+        // listener with thousands of virtual hosts is checked in linear time.
+        let mut claimed: HashMap<(SocketAddr, Claim<'a>), &'a Identity> = HashMap::new();
         for s in services {
             let label = format!("service {:?}", s.name);
             if s.name.is_empty() {
@@ -433,15 +437,32 @@ impl Checker<'_> {
             }
             let Some(listen) = s.listen else { continue };
             let sharing = listens.entry(listen).or_default();
-            let clash = sharing.iter().find_map(|first| {
-                let line = position(self.text, first.listen_span.start).0;
-                http::listen_clash(first, s, line)
-            });
+            let claims = || s.route.iter().flat_map(|r| r.claims());
+            let clash = sharing
+                .iter()
+                .find_map(|first| http::listen_clash(first, s).map(|c| (*first, c)))
+                .or_else(|| {
+                    claims().find_map(|c| {
+                        let first = *claimed.get(&(listen, c))?;
+                        Some((first, http::Clash::Claimed(c)))
+                    })
+                });
             match clash {
-                Some(message) => {
-                    self.report(s.listen_span.clone(), format!("{label} listen"), message)
+                Some((first, clash)) => {
+                    let line = position(self.text, first.listen_span.start).0;
+                    let other = format!("service {:?} (line {line})", first.name);
+                    self.report(
+                        s.listen_span.clone(),
+                        format!("{label} listen"),
+                        clash.message(listen, &other),
+                    )
                 }
-                None => sharing.push(s),
+                None => {
+                    sharing.push(s);
+                    for c in claims() {
+                        claimed.entry((listen, c)).or_insert(s);
+                    }
+                }
             }
         }
     }
