@@ -20,6 +20,7 @@ pub mod http_backend;
 pub mod http_client;
 pub mod load;
 pub mod net;
+pub mod nginx;
 pub mod observe;
 pub mod procs;
 pub mod services;

@@ -2,8 +2,9 @@
 //! scripted controlplane, real backends on loopback answer (the project's HTTP test backend: keep-alive,
 //! pipelining, chunked and streamed bodies, `Upgrade`), and a raw-socket client checks what a user
 //! would: routing by host, wildcard and path on one keep-alive connection, route changes on an open
-//! connection, backend reuse, bodies byte-exact both ways, pipelining, the upgrade tunnel, and the
-//! proxy's own answers (400, 404, 408, 431, 502, 503).
+//! connection, backend reuse, bodies byte-exact both ways, pipelining, the upgrade tunnel, the
+//! proxy's own answers (400, 404, 408, 431, 502, 503), 5,000 virtual hosts on one listener, and a real
+//! nginx backend restarted under keep-alive load without a single error reaching a client.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -351,4 +352,143 @@ fn malformed_slow_and_unservable_requests_get_the_proxys_answers() {
         "a 503 keeps the connection"
     );
     assert_eq!(backend.requests(), 1);
+}
+
+#[test]
+fn five_thousand_virtual_hosts_on_one_listener_each_reach_their_own_service() {
+    const HOSTS: usize = 5_000;
+    let (even, odd) = (HttpBackend::start("even"), HttpBackend::start("odd"));
+    let mut proxy = Proxy::start();
+    let names: Vec<String> = (0..HOSTS).map(|i| format!("vhost-{i:04}")).collect();
+    let hosts: Vec<[&str; 1]> = names.iter().map(|n| [n.as_str()]).collect();
+    let routes: Vec<RouteSpec<'_>> = names
+        .iter()
+        .zip(&hosts)
+        .map(|(name, host)| (name.as_str(), &host[..], &[][..], name.as_str()))
+        .collect();
+    let ports = [[even.port()], [odd.port()]];
+    let clusters: Vec<(&str, &[u16])> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.as_str(), &ports[i % 2][..]))
+        .collect();
+    proxy.apply(snapshot(
+        1,
+        proxy.address,
+        HttpListener::default(),
+        &routes,
+        &clusters,
+    ));
+
+    let mut client = HttpClient::connect(proxy.address);
+    for i in (0..HOSTS).step_by(333).chain([HOSTS - 1]) {
+        let host = &names[i];
+        let served_by = if i % 2 == 0 { "even" } else { "odd" };
+        let response = client.get(host, "/");
+        assert_eq!(response.status, 200, "{host}");
+        assert_eq!(
+            response.text().trim_end(),
+            format!("{served_by} GET / host={host}")
+        );
+    }
+    assert_eq!(client.get("vhost-5000", "/").status, 404);
+}
+
+/// What each client thread saw: answers by backend name, and anything that was not a 200.
+#[derive(Default)]
+struct Seen {
+    by_backend: std::collections::HashMap<String, usize>,
+    failures: Vec<String>,
+}
+
+#[test]
+fn a_backend_restart_under_keep_alive_load_costs_clients_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const CLIENTS: usize = 4;
+    const MAX_REQUESTS_PER_CLIENT: usize = 50_000;
+    const PHASE_REQUESTS: usize = 400;
+    let limit = Duration::from_secs(60);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = ringway_tests::nginx::Nginx::start(dir.path(), "nginx-a", free_port());
+    let b = ringway_tests::nginx::Nginx::start(dir.path(), "nginx-b", free_port());
+    let mut proxy = Proxy::start();
+    proxy.apply(snapshot(
+        1,
+        proxy.address,
+        HttpListener::default(),
+        &[("web", &[], &[], "web")],
+        &[("web", &[a.port, b.port])],
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarted = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (stop, restarted, done) = (stop.clone(), restarted.clone(), done.clone());
+            let address = proxy.address;
+            std::thread::spawn(move || {
+                // Before the restart, then after it.
+                let mut seen = [Seen::default(), Seen::default()];
+                let mut client = HttpClient::connect(address);
+                for _ in 0..MAX_REQUESTS_PER_CLIENT {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let phase = restarted.load(Ordering::SeqCst) as usize;
+                    client.send(b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n");
+                    match client.response() {
+                        Some(r) if r.status == 200 => {
+                            *seen[phase]
+                                .by_backend
+                                .entry(r.text().trim_end().into())
+                                .or_default() += 1;
+                        }
+                        Some(r) => seen[phase]
+                            .failures
+                            .push(format!("{} {}", r.status, r.text())),
+                        None => {
+                            seen[phase].failures.push("connection closed".into());
+                            client = HttpClient::connect(address);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let reached =
+        |n: usize| ringway_tests::net::wait_until(limit, || done.load(Ordering::SeqCst) >= n);
+    assert!(reached(PHASE_REQUESTS), "the load started");
+    a.restart();
+    restarted.store(true, Ordering::SeqCst);
+    let after = done.load(Ordering::SeqCst);
+    assert!(
+        reached(after + PHASE_REQUESTS),
+        "the load went on after the restart"
+    );
+    stop.store(true, Ordering::SeqCst);
+
+    let mut after_restart = std::collections::HashMap::new();
+    for client in clients {
+        let seen = client.join().unwrap();
+        for phase in &seen {
+            assert!(
+                phase.failures.is_empty(),
+                "a client saw {:?} while {} restarted",
+                phase.failures,
+                a.name
+            );
+        }
+        for (backend, n) in &seen[1].by_backend {
+            *after_restart.entry(backend.clone()).or_insert(0) += n;
+        }
+    }
+    assert!(
+        after_restart.contains_key("nginx-a") && after_restart.contains_key("nginx-b"),
+        "both backends served after the restart: {after_restart:?}"
+    );
 }
