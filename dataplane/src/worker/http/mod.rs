@@ -27,7 +27,7 @@ mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,6 +37,7 @@ use crate::routing::{BackendSlot, ClusterRoute, Lease, RoutingTable};
 
 use super::balance::Tried;
 use super::ring::send::MAX_SEND_BUFFERS;
+use super::ring::{Ring, UserData};
 use super::timers::Timers;
 use slab::Slab;
 
@@ -77,15 +78,14 @@ impl Outbox {
         self.in_flight > 0
     }
 
-    /// The buffers of the next send, if none is in flight.
-    fn next_send(&mut self) -> Option<Vec<Bytes>> {
+    /// Starts the next send on `fd` through `ring`, if one is due: up to [`MAX_SEND_BUFFERS`] queued
+    /// buffers go in one op, moved straight into the ring's send box.
+    fn send_next(&mut self, ring: &mut Ring, fd: RawFd, op: UserData) {
         if self.in_flight > 0 || self.queue.is_empty() {
-            return None;
+            return;
         }
         let n = self.queue.len().min(MAX_SEND_BUFFERS);
-        let buffers: Vec<Bytes> = self.queue.drain(..n).collect();
-        self.in_flight = buffers.iter().map(Bytes::len).sum();
-        Some(buffers)
+        self.in_flight = ring.send(fd, self.queue.drain(..n), op);
     }
 
     /// The send in flight completed: its length.
