@@ -13,8 +13,8 @@ use crate::routing::RoutingTable;
 use crate::worker::Worker;
 use crate::worker::balance::Tried;
 use crate::worker::ring::{Completion, OpKind, Ring, UserData};
+use crate::worker::slab::Slab;
 
-use super::slab::Slab;
 use super::splice::SpliceFlow;
 use super::{ClientSession, End, Outbox, Recv, Wait};
 

@@ -2,7 +2,7 @@
 //! connections in their own slab, the per-worker pool of idle backend connections, and the hand-over
 //! of upgraded connections to the splice pump.
 //!
-//! - [`slab`]: `(index, generation)` slabs; an op's `user_data` kind says which slab its index names
+//! - [`Slab`]: `(index, generation)` slabs; an op's `user_data` kind says which slab its index names
 //!   (`ClientRecv`/`ClientSend`: sessions; `Backend*`: backend connections).
 //! - `drive`: feeding completions to the session and performing its actions, per the driving contract
 //!   in [`crate::http::session`].
@@ -20,7 +20,6 @@
 mod backend;
 mod drive;
 mod end;
-pub mod slab;
 mod splice;
 #[cfg(test)]
 mod tests;
@@ -38,8 +37,8 @@ use crate::routing::{BackendSlot, ClusterRoute, Lease, RoutingTable};
 use super::balance::Tried;
 use super::ring::send::MAX_SEND_BUFFERS;
 use super::ring::{Ring, UserData};
+use super::slab::Slab;
 use super::timers::Timers;
-use slab::Slab;
 
 /// How long a client that is sent an error and closed may take to read it (its further bytes are
 /// read and dropped meanwhile) before the connection is closed anyway.
