@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backends::{Counters, ScriptedBackend};
+use crate::http_wire::{WireReader, split_head};
 
 pub struct HttpBackend {
     server: ScriptedBackend,
@@ -43,67 +44,17 @@ impl HttpBackend {
     }
 }
 
-/// A connection's reader that keeps what it read past a message (pipelining).
-struct Conn<'a> {
-    stream: &'a mut TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn<'_> {
-    fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    /// Everything up to and including the next `\r\n` (or the blank line ending a head).
-    fn until(&mut self, end: &[u8]) -> Option<Vec<u8>> {
-        loop {
-            if let Some(at) = self.buf.windows(end.len()).position(|w| w == end) {
-                return Some(self.buf.drain(..at + end.len()).collect());
-            }
-            if !self.fill() {
-                return None;
-            }
-        }
-    }
-
-    /// Up to `max` body bytes (at least one unless the peer closed).
-    fn some(&mut self, max: usize) -> Option<Vec<u8>> {
-        if self.buf.is_empty() && !self.fill() {
-            return None;
-        }
-        let n = max.min(self.buf.len());
-        Some(self.buf.drain(..n).collect())
-    }
-}
-
 fn serve(stream: &mut TcpStream, name: &str, requests: &AtomicUsize) {
     let mut writer = stream.try_clone().unwrap();
-    let mut conn = Conn {
-        stream,
-        buf: Vec::new(),
-    };
+    let mut conn = WireReader::new(stream);
     while let Some(head) = conn.until(b"\r\n\r\n") {
         requests.fetch_add(1, Ordering::SeqCst);
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let mut lines = text.split("\r\n");
-        let line: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+        let (request_line, headers) = split_head(&head);
+        let line: Vec<&str> = request_line.split(' ').collect();
         let (method, target) = (
             line.first().copied().unwrap_or(""),
             line.get(1).copied().unwrap_or(""),
         );
-        let mut headers = Vec::new();
-        for l in lines.filter(|l| !l.is_empty()) {
-            if let Some((k, v)) = l.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
         let header = |name: &str| {
             headers
                 .iter()
@@ -116,8 +67,8 @@ fn serve(stream: &mut TcpStream, name: &str, requests: &AtomicUsize) {
             let _ = writer.write_all(
                 b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             );
-            if !conn.buf.is_empty() {
-                let _ = writer.write_all(&std::mem::take(&mut conn.buf));
+            if !conn.is_empty() {
+                let _ = writer.write_all(&conn.take_buffered());
             }
             let mut buf = [0u8; 16 * 1024];
             loop {
@@ -165,7 +116,11 @@ fn serve(stream: &mut TcpStream, name: &str, requests: &AtomicUsize) {
     }
 }
 
-fn echo_length(conn: &mut Conn<'_>, writer: &mut TcpStream, mut left: u64) -> bool {
+fn echo_length(
+    conn: &mut WireReader<&mut TcpStream>,
+    writer: &mut TcpStream,
+    mut left: u64,
+) -> bool {
     while left > 0 {
         let Some(bytes) = conn.some(left.min(1 << 20) as usize) else {
             return false;
@@ -179,7 +134,7 @@ fn echo_length(conn: &mut Conn<'_>, writer: &mut TcpStream, mut left: u64) -> bo
 }
 
 /// Decodes a chunked body and sends each chunk on as it arrives (chunked again).
-fn echo_chunked(conn: &mut Conn<'_>, writer: &mut TcpStream) -> bool {
+fn echo_chunked(conn: &mut WireReader<&mut TcpStream>, writer: &mut TcpStream) -> bool {
     loop {
         let Some(line) = conn.until(b"\r\n") else {
             return false;

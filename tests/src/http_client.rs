@@ -2,9 +2,11 @@
 //! (so a test can send exactly the malformed or pipelined bytes it means), responses read and framed
 //! by `Content-Length`, chunked coding or the connection's end.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+use crate::http_wire::{WireReader, split_head};
 
 /// One response as the client saw it.
 #[derive(Debug, Clone)]
@@ -30,8 +32,7 @@ impl Response {
 }
 
 pub struct HttpClient {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
+    reader: WireReader<TcpStream>,
 }
 
 impl HttpClient {
@@ -41,13 +42,17 @@ impl HttpClient {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         Self {
-            stream,
-            buf: Vec::new(),
+            reader: WireReader::new(stream),
         }
     }
 
+    /// The connection's socket (for a writer thread, a shutdown).
+    pub fn stream(&self) -> &TcpStream {
+        &self.reader.stream
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
+        self.reader.stream.write_all(bytes).unwrap();
     }
 
     /// `GET path` with `Host: host` on this connection; the response.
@@ -56,48 +61,12 @@ impl HttpClient {
         self.response().expect("a response")
     }
 
-    fn fill(&mut self) -> bool {
-        let mut chunk = vec![0u8; 256 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    fn until(&mut self, end: &[u8]) -> Option<Vec<u8>> {
-        loop {
-            if let Some(at) = self.buf.windows(end.len()).position(|w| w == end) {
-                return Some(self.buf.drain(..at + end.len()).collect());
-            }
-            if !self.fill() {
-                return None;
-            }
-        }
-    }
-
-    fn exactly(&mut self, n: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < n {
-            if !self.fill() {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..n).collect())
-    }
-
     /// The next response; `None` if the connection ended first. A `1xx` head is returned as it is
     /// (no body); after a `101` the connection's bytes are the tunnel's ([`HttpClient::raw`]).
     pub fn response(&mut self) -> Option<Response> {
-        let head = self.until(b"\r\n\r\n")?;
-        let text = String::from_utf8_lossy(&head).into_owned();
-        let mut lines = text.split("\r\n");
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
+        let head = self.reader.until(b"\r\n\r\n")?;
+        let (status_line, headers) = split_head(&head);
+        let status = status_line.split(' ').nth(1)?.parse().ok()?;
         let mut response = Response {
             status,
             headers,
@@ -111,34 +80,34 @@ impl HttpClient {
             .is_some_and(|v| v.contains("chunked"))
         {
             loop {
-                let line = self.until(b"\r\n")?;
+                let line = self.reader.until(b"\r\n")?;
                 let size = String::from_utf8_lossy(&line);
                 let size = usize::from_str_radix(size.trim().split(';').next()?, 16).ok()?;
                 if size == 0 {
-                    self.until(b"\r\n")?;
+                    self.reader.until(b"\r\n")?;
                     return Some(response);
                 }
-                response.body.extend(self.exactly(size)?);
-                self.exactly(2)?;
+                response.body.extend(self.reader.exactly(size)?);
+                self.reader.exactly(2)?;
             }
         }
         if let Some(length) = response.header("content-length") {
             let length = length.parse().ok()?;
-            response.body = self.exactly(length)?;
+            response.body = self.reader.exactly(length)?;
             return Some(response);
         }
-        while self.fill() {}
-        response.body = std::mem::take(&mut self.buf);
+        while self.reader.fill() {}
+        response.body = self.reader.take_buffered();
         Some(response)
     }
 
     /// Exactly `n` raw bytes (a tunnel's).
     pub fn raw(&mut self, n: usize) -> Option<Vec<u8>> {
-        self.exactly(n)
+        self.reader.exactly(n)
     }
 
     /// True once the server closed the connection (read returns 0), within the read timeout.
     pub fn closed(&mut self) -> bool {
-        self.buf.is_empty() && !self.fill()
+        self.reader.is_empty() && !self.reader.fill()
     }
 }

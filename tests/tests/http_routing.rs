@@ -259,7 +259,7 @@ fn bodies_pipelining_and_upgrades_pass_through_byte_exact() {
     const BIG: usize = 100 << 20;
     let pattern: Arc<Vec<u8>> = Arc::new((0..BIG).map(|i| (i % 253) as u8).collect());
     let mut big = HttpClient::connect(proxy.address);
-    let mut writer = big.stream.try_clone().unwrap();
+    let mut writer = big.stream().try_clone().unwrap();
     let body = Arc::clone(&pattern);
     let sender = std::thread::spawn(move || {
         writer

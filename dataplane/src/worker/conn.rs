@@ -10,7 +10,8 @@ use crate::pipes::{Buffer, Pipe};
 use crate::routing::{ClusterRoute, Lease};
 
 use super::balance::Tried;
-use super::ring::{OpKind, UserData, next_generation};
+use super::ring::{OpKind, UserData};
+use super::slab::Slab;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,85 +210,32 @@ const ALL_CONN_OPS: [OpKind; 9] = [
     OpKind::SpliceOutDown,
 ];
 
-#[derive(Debug)]
-struct Slot {
-    generation: u32,
-    conn: Option<Conn>,
-}
-
-/// The worker's connections, addressed by `(index, generation)`.
+/// The worker's connections, addressed by `(index, generation)`: a [`Slab`] whose `remove` also checks
+/// that no op naming the connection is still in the ring.
 #[derive(Debug, Default)]
-pub struct ConnSlab {
-    slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-}
+pub struct ConnSlab(Slab<Conn>);
 
 impl ConnSlab {
-    pub fn insert(&mut self, conn: Conn) -> (u32, u32) {
-        self.live += 1;
-        if let Some(index) = self.free.pop() {
-            let slot = &mut self.slots[index as usize];
-            debug_assert!(slot.conn.is_none());
-            slot.conn = Some(conn);
-            return (index, slot.generation);
-        }
-        let index = self.slots.len() as u32;
-        self.slots.push(Slot {
-            generation: 0,
-            conn: Some(conn),
-        });
-        (index, 0)
-    }
-
-    /// The connection an op was issued for, if that slot still holds it.
-    pub fn get_mut(&mut self, index: u32, generation: u32) -> Option<&mut Conn> {
-        let slot = self.slots.get_mut(index as usize)?;
-        if slot.generation != generation {
-            return None;
-        }
-        slot.conn.as_mut()
-    }
-
-    pub fn get(&self, index: u32, generation: u32) -> Option<&Conn> {
-        let slot = self.slots.get(index as usize)?;
-        if slot.generation != generation {
-            return None;
-        }
-        slot.conn.as_ref()
-    }
-
     /// Frees a slot. Its ops must all have completed: freeing earlier would let a late completion
     /// address the next connection in this slot.
     pub fn remove(&mut self, index: u32, generation: u32) -> Option<Conn> {
-        let slot = self.slots.get_mut(index as usize)?;
-        if slot.generation != generation {
-            return None;
-        }
-        let conn = slot.conn.take()?;
-        assert_eq!(conn.pending, 0, "slot freed with ops still in the ring");
-        slot.generation = next_generation(slot.generation);
-        self.free.push(index);
-        self.live -= 1;
-        Some(conn)
+        let pending = self.0.get(index, generation)?.pending;
+        assert_eq!(pending, 0, "slot freed with ops still in the ring");
+        self.0.remove(index, generation)
     }
+}
 
-    pub fn len(&self) -> usize {
-        self.live
+impl std::ops::Deref for ConnSlab {
+    type Target = Slab<Conn>;
+
+    fn deref(&self) -> &Slab<Conn> {
+        &self.0
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
-    /// Every live connection's `(index, generation)`.
-    pub fn handles(&self) -> Vec<(u32, u32)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.conn.is_some())
-            .map(|(i, s)| (i as u32, s.generation))
-            .collect()
+impl std::ops::DerefMut for ConnSlab {
+    fn deref_mut(&mut self) -> &mut Slab<Conn> {
+        &mut self.0
     }
 }
 

@@ -21,6 +21,7 @@ mod lifecycle;
 mod listen;
 #[allow(unsafe_code)]
 pub mod ring;
+pub mod slab;
 pub mod stats;
 #[cfg(test)]
 mod tests;

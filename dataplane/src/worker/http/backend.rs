@@ -235,7 +235,11 @@ impl Worker {
                     .get(i, g)
                     .is_some_and(|c| c.pooled_since_ms.is_some())
             });
-            idle.len() < max_idle
+            let room = idle.len() < max_idle;
+            if room {
+                idle.push((bi, bg));
+            }
+            room
         };
         if pooled {
             let now = self.now_ms;
@@ -243,7 +247,6 @@ impl Worker {
             b.pooled_since_ms = Some(now);
             self.http.pooled += 1;
             let due = now + b.pool_idle_ms;
-            self.http.pool.entry(address).or_default().push((bi, bg));
             self.http.backend_timers.schedule(due, bi, bg);
         } else {
             self.close_backend((bi, bg));

@@ -13,8 +13,8 @@ use crate::routing::RoutingTable;
 use crate::worker::Worker;
 use crate::worker::balance::Tried;
 use crate::worker::ring::{Completion, OpKind, Ring, UserData};
+use crate::worker::slab::Slab;
 
-use super::slab::Slab;
 use super::splice::SpliceFlow;
 use super::{ClientSession, End, Outbox, Recv, Wait};
 
@@ -59,9 +59,7 @@ pub(super) fn steer(ring: &mut Ring, fd: &OwnedFd, recv: &mut Recv, want: bool, 
 
 /// Starts the next send of `out`, if one is due.
 pub(super) fn flush(ring: &mut Ring, fd: &OwnedFd, out: &mut Outbox, op: UserData) {
-    if let Some(buffers) = out.next_send() {
-        ring.send(fd.as_raw_fd(), buffers, op);
-    }
+    out.send_next(ring, fd.as_raw_fd(), op);
 }
 
 /// Whether a read mode wants a receive armed: buffered, or a splice that got no pipe (served by the

@@ -2,7 +2,7 @@
 //! connections in their own slab, the per-worker pool of idle backend connections, and the hand-over
 //! of upgraded connections to the splice pump.
 //!
-//! - [`slab`]: `(index, generation)` slabs; an op's `user_data` kind says which slab its index names
+//! - [`Slab`]: `(index, generation)` slabs; an op's `user_data` kind says which slab its index names
 //!   (`ClientRecv`/`ClientSend`: sessions; `Backend*`: backend connections).
 //! - `drive`: feeding completions to the session and performing its actions, per the driving contract
 //!   in [`crate::http::session`].
@@ -20,14 +20,13 @@
 mod backend;
 mod drive;
 mod end;
-pub mod slab;
 mod splice;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,8 +36,9 @@ use crate::routing::{BackendSlot, ClusterRoute, Lease, RoutingTable};
 
 use super::balance::Tried;
 use super::ring::send::MAX_SEND_BUFFERS;
+use super::ring::{Ring, UserData};
+use super::slab::Slab;
 use super::timers::Timers;
-use slab::Slab;
 
 /// How long a client that is sent an error and closed may take to read it (its further bytes are
 /// read and dropped meanwhile) before the connection is closed anyway.
@@ -77,15 +77,14 @@ impl Outbox {
         self.in_flight > 0
     }
 
-    /// The buffers of the next send, if none is in flight.
-    fn next_send(&mut self) -> Option<Vec<Bytes>> {
+    /// Starts the next send on `fd` through `ring`, if one is due: up to [`MAX_SEND_BUFFERS`] queued
+    /// buffers go in one op, moved straight into the ring's send box.
+    fn send_next(&mut self, ring: &mut Ring, fd: RawFd, op: UserData) {
         if self.in_flight > 0 || self.queue.is_empty() {
-            return None;
+            return;
         }
         let n = self.queue.len().min(MAX_SEND_BUFFERS);
-        let buffers: Vec<Bytes> = self.queue.drain(..n).collect();
-        self.in_flight = buffers.iter().map(Bytes::len).sum();
-        Some(buffers)
+        self.in_flight = ring.send(fd, self.queue.drain(..n), op);
     }
 
     /// The send in flight completed: its length.

@@ -281,6 +281,10 @@ const CQ_PER_SQ: u32 = 4;
 /// overflow instead (the kernel refusing submissions must not make the worker spin).
 const SUBMIT_ATTEMPTS: usize = 3;
 
+/// Emptied send boxes a ring keeps for reuse: enough for the sends of a busy turn, while a burst's
+/// extra boxes are freed.
+const SPARE_SENDS: usize = 256;
+
 /// How long a ring being dropped waits for its cancelled ops before it leaks their memory instead.
 const DROP_WAIT: Duration = Duration::from_secs(2);
 
@@ -291,6 +295,10 @@ pub struct Ring {
     connect_args: IntegerMap<u64, Box<ConnectArgs>>,
     /// Sends in flight and the buffers they read from, by `user_data`.
     sends: IntegerMap<u64, Box<SendArgs>>,
+    /// Emptied boxes of completed sends, reused by the next sends (at most [`SPARE_SENDS`]). Boxed, not
+    /// inline: a send's header points into its own box, which must not move once handed to the kernel.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<SendArgs>>,
     buffers: ProvidedBuffers,
     /// Multishot receives submitted whose final completion (without `MORE`) has not been read.
     armed_recvs: usize,
@@ -327,6 +335,7 @@ impl Ring {
             ring,
             connect_args: IntegerMap::default(),
             sends: IntegerMap::default(),
+            spare_sends: Vec::new(),
             buffers,
             armed_recvs: 0,
             accepted: IntegerMap::default(),
@@ -508,11 +517,18 @@ impl Ring {
         self.push(entry);
     }
 
-    /// Sends `buffers`, in order, on `fd` (one op; at most [`send::MAX_SEND_BUFFERS`]). The ring keeps
-    /// them until the completion, whose result is the bytes sent (all of them unless an error stopped
-    /// it) or `-errno`. At most one send per `op` may be in flight.
-    pub fn send(&mut self, fd: RawFd, buffers: Vec<Bytes>, op: UserData) {
-        let args = SendArgs::new(buffers);
+    /// Sends `buffers`, in order, on `fd` (one op; 1 to [`send::MAX_SEND_BUFFERS`], none empty) and
+    /// returns their length. The ring keeps them until the completion, whose result is the bytes sent
+    /// (all of them unless an error stopped it) or `-errno`. At most one send per `op` may be in flight.
+    pub fn send(
+        &mut self,
+        fd: RawFd,
+        buffers: impl IntoIterator<Item = Bytes>,
+        op: UserData,
+    ) -> usize {
+        let mut args = self.spare_sends.pop().unwrap_or_else(SendArgs::empty);
+        args.fill(buffers);
+        let len = args.len();
         let entry = match args.single() {
             Some((ptr, len)) => opcode::Send::new(types::Fd(fd), ptr, len)
                 .flags(send::SEND_FLAGS)
@@ -526,6 +542,7 @@ impl Ring {
         let previous = self.sends.insert(op.encode(), args);
         assert!(previous.is_none(), "two sends in flight for {op:?}");
         self.push(entry);
+        len
     }
 
     /// The bytes a receive completion delivered, in its lent buffer (empty when it carried none).
@@ -605,6 +622,12 @@ impl Ring {
             if matches!(op.kind, OpKind::ClientSend | OpKind::BackendSend) {
                 let sent = self.sends.remove(&raw);
                 debug_assert!(sent.is_some(), "send completion without its buffers");
+                if let Some(mut args) = sent
+                    && self.spare_sends.len() < SPARE_SENDS
+                {
+                    args.clear();
+                    self.spare_sends.push(args);
+                }
             }
             let mut buffer = None;
             if op.kind.is_recv() {

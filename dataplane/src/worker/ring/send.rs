@@ -5,9 +5,10 @@
 //! A send points the kernel at the bytes of [`Bytes`] values. The ring takes the values (reference-counted
 //! handles: the caller usually keeps its own clones) into a [`SendArgs`] that it owns until the send's
 //! completion has been read, so the memory cannot be freed or reused while the kernel may still copy from
-//! it. Several buffers go out in one `SENDMSG` with an `iovec` per buffer, whose array (inline: a send
-//! costs one allocation, the box) and header live in the same boxed [`SendArgs`] (a heap address that
-//! does not move while the box sits in the ring's map).
+//! it. Several buffers go out in one `SENDMSG` with an `iovec` per buffer, whose array (inline) and header
+//! live in the same boxed [`SendArgs`] (a heap address that does not move while the box sits in the ring's
+//! map). A completed send's box is emptied and kept for the next send ([`SendArgs::clear`]), so a steady
+//! stream of sends allocates nothing: neither the box nor its list of buffers.
 //!
 //! Sends carry `MSG_WAITALL`, so on a stream socket io_uring keeps sending until every byte went or an
 //! error stopped it (a short result means the rest did not go), and `MSG_NOSIGNAL`, so a closed peer is
@@ -35,33 +36,38 @@ pub struct SendArgs {
 unsafe impl Send for SendArgs {}
 
 impl SendArgs {
-    /// Boxes `buffers` (1..=[`MAX_SEND_BUFFERS`], none empty) and builds the header pointing into them.
-    pub fn new(buffers: Vec<Bytes>) -> Box<Self> {
-        assert!(
-            (1..=MAX_SEND_BUFFERS).contains(&buffers.len()),
-            "{} buffers in one send",
-            buffers.len()
-        );
-        let len = buffers.iter().map(Bytes::len).sum();
-        assert!(len > 0 && len <= u32::MAX as usize, "a send of {len} bytes");
-        // SAFETY: msghdr is plain data; all-zero is an empty header, completed in `finish`.
+    /// An empty box, filled by [`SendArgs::fill`].
+    pub fn empty() -> Box<Self> {
+        // SAFETY: msghdr is plain data; all-zero is an empty header, completed in `fill`.
         let msg: libc::msghdr = unsafe { std::mem::zeroed() };
         let unused = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
-        let mut args = Box::new(Self {
-            buffers,
+        Box::new(Self {
+            buffers: Vec::with_capacity(MAX_SEND_BUFFERS),
             iov: [unused; MAX_SEND_BUFFERS],
             msg,
-            len,
-        });
-        args.finish();
-        args
+            len: 0,
+        })
     }
 
-    /// Points the iovecs at the buffers and the header at the iovecs (after boxing: addresses are final).
-    fn finish(&mut self) {
+    /// Takes `buffers` (1..=[`MAX_SEND_BUFFERS`], none empty) into an empty box and points the iovecs
+    /// at them and the header at the iovecs (the box's addresses are final).
+    pub fn fill(&mut self, buffers: impl IntoIterator<Item = Bytes>) {
+        debug_assert!(self.buffers.is_empty(), "a send box filled twice");
+        self.buffers.extend(buffers);
+        assert!(
+            (1..=MAX_SEND_BUFFERS).contains(&self.buffers.len()),
+            "{} buffers in one send",
+            self.buffers.len()
+        );
+        self.len = self.buffers.iter().map(Bytes::len).sum();
+        assert!(
+            self.len > 0 && self.len <= u32::MAX as usize,
+            "a send of {} bytes",
+            self.len
+        );
         for (iov, buffer) in self.iov.iter_mut().zip(&self.buffers) {
             *iov = libc::iovec {
                 iov_base: buffer.as_ptr() as *mut libc::c_void,
@@ -70,6 +76,12 @@ impl SendArgs {
         }
         self.msg.msg_iov = self.iov.as_mut_ptr();
         self.msg.msg_iovlen = self.buffers.len();
+    }
+
+    /// Lets the buffers go (the send completed), keeping the box and its list for the next send.
+    pub fn clear(&mut self) {
+        self.buffers.clear();
+        self.len = 0;
     }
 
     /// Bytes this send carries.

@@ -60,6 +60,18 @@ fn install_with(
     address
 }
 
+/// A worker with one HTTP listener whose catch-all route `name` goes to a cluster of `backend`
+/// (`maxconn` 100, default timeouts), and a non-blocking client connected to it.
+fn one_route(name: &str, backend: SocketAddr) -> (TestWorker, TcpStream) {
+    let clusters = vec![route(&[backend], 100, Timeouts::default())];
+    let specs = vec![RouteSpec::new(name, &[], &[], PathMatch::Prefix, 0)];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    (t, client)
+}
+
 /// Turns the worker until `client` has a complete response (by `Content-Length`); returns its status
 /// line and body.
 fn response(t: &mut TestWorker, client: &mut TcpStream) -> (String, String) {
@@ -175,12 +187,7 @@ fn read_exact(t: &mut TestWorker, client: &mut TcpStream, n: usize) -> Vec<u8> {
 #[test]
 fn an_upgraded_connection_becomes_a_tunnel_with_the_lease_and_echoes_both_ways() {
     let backend = upgrading_backend();
-    let clusters = vec![route(&[backend], 100, Timeouts::default())];
-    let specs = vec![RouteSpec::new("ws", &[], &[], PathMatch::Prefix, 0)];
-    let mut t = TestWorker::new(ForwardMode::PollSplice);
-    let address = install(&mut t, clusters, specs);
-    let mut client = TcpStream::connect(address).unwrap();
-    client.set_nonblocking(true).unwrap();
+    let (mut t, mut client) = one_route("ws", backend);
     client
         .write_all(
             b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
@@ -276,12 +283,7 @@ fn exchange(t: &mut TestWorker, client: &mut TcpStream, request: &[u8], expect: 
 fn a_large_body_is_spliced_both_ways_byte_exact_and_the_connection_stays_usable() {
     const BODY: usize = 8 << 20;
     let backend = echo_backend();
-    let clusters = vec![route(&[backend], 100, Timeouts::default())];
-    let specs = vec![RouteSpec::new("echo", &[], &[], PathMatch::Prefix, 0)];
-    let mut t = TestWorker::new(ForwardMode::PollSplice);
-    let address = install(&mut t, clusters, specs);
-    let mut client = TcpStream::connect(address).unwrap();
-    client.set_nonblocking(true).unwrap();
+    let (mut t, mut client) = one_route("echo", backend);
     let body: Vec<u8> = (0..BODY).map(|i| (i * 7 % 251) as u8).collect();
     let mut request =
         format!("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {BODY}\r\n\r\n").into_bytes();
@@ -311,12 +313,7 @@ fn a_large_body_is_spliced_both_ways_byte_exact_and_the_connection_stays_usable(
 #[test]
 fn a_pooled_connection_the_backend_closed_is_not_used_again() {
     let (backend, accepted) = one_shot_backend();
-    let clusters = vec![route(&[backend], 100, Timeouts::default())];
-    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
-    let mut t = TestWorker::new(ForwardMode::PollSplice);
-    let address = install(&mut t, clusters, specs);
-    let mut client = TcpStream::connect(address).unwrap();
-    client.set_nonblocking(true).unwrap();
+    let (mut t, mut client) = one_route("s", backend);
     for round in 1..=3 {
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -410,12 +407,7 @@ fn a_request_waits_for_a_free_backend_slot_and_gets_503_after_the_queue_timeout(
 #[test]
 fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
     let (backend, _) = backend("alpha");
-    let clusters = vec![route(&[backend], 100, Timeouts::default())];
-    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
-    let mut t = TestWorker::new(ForwardMode::PollSplice);
-    let address = install(&mut t, clusters, specs);
-    let mut client = TcpStream::connect(address).unwrap();
-    client.set_nonblocking(true).unwrap();
+    let (mut t, mut client) = one_route("s", backend);
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
@@ -433,12 +425,7 @@ fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
 #[test]
 fn a_request_that_fails_on_a_reused_connection_before_any_answer_is_retried_on_a_fresh_one() {
     let (backend, accepted) = forgetful_backend();
-    let clusters = vec![route(&[backend], 100, Timeouts::default())];
-    let specs = vec![RouteSpec::new("s", &[], &[], PathMatch::Prefix, 0)];
-    let mut t = TestWorker::new(ForwardMode::PollSplice);
-    let address = install(&mut t, clusters, specs);
-    let mut client = TcpStream::connect(address).unwrap();
-    client.set_nonblocking(true).unwrap();
+    let (mut t, mut client) = one_route("s", backend);
     for round in 1..=3 {
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

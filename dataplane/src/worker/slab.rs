@@ -1,7 +1,8 @@
-//! A slab addressed by `(index, generation)`, for the HTTP path's client sessions and backend
-//! connections: a completion that arrives after its slot was reused no longer matches the generation.
+//! A slab addressed by `(index, generation)`, for the worker's TCP connections and the HTTP path's client
+//! sessions and backend connections: every reuse of a slot bumps its generation, so a completion that
+//! arrives after its slot was reused no longer matches and finds nothing.
 
-use crate::worker::ring::next_generation;
+use super::ring::next_generation;
 
 #[derive(Debug)]
 struct Slot<T> {
