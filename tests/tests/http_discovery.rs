@@ -6,7 +6,6 @@
 //! What the controlplane sends is also asserted without a dataplane by the unit tests of the compiler
 //! (`pipeline/compiler/http_tests.rs`) and of each source's parsing.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use ringway_tests::discovery::Stack;
 use ringway_tests::doubles::http::{HttpServer, Reply};
 use ringway_tests::doubles::marathon::{MarathonDouble, host_app};
 use ringway_tests::http::request;
-use ringway_tests::net::{free_port, wait_until};
+use ringway_tests::net::{free_port, local, wait_until};
 use ringway_tests::{EchoBackend, Etcd, Harness, Service};
 use serde_json::json;
 
@@ -29,10 +28,6 @@ fn named_http(name: &'static str) -> HttpServer {
         headers: vec![("Content-Type".into(), "text/plain".into())],
         body: format!("{name} {}", r.target).into_bytes(),
     }))
-}
-
-fn local(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// `(status, body)` of `GET path` on `port` with `headers`, or `(0, error)` while nothing answers.

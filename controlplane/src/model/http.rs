@@ -89,21 +89,12 @@ impl RouteMatch {
         }
     }
 
-    /// Every (host, path) pair this match claims; `None` stands for "any host" / "every path".
+    /// Every (host, path) pair this match claims; `None` stands for "any host" / "every path". Walks the
+    /// lists in place (no copies): the compiler and the services file call it for every route.
     pub fn claims(&self) -> impl Iterator<Item = Claim<'_>> {
-        let hosts: Vec<Option<&str>> = if self.hosts.is_empty() {
-            vec![None]
-        } else {
-            self.hosts.iter().map(|h| Some(h.as_str())).collect()
-        };
-        let paths: Vec<Option<&str>> = if self.paths.is_empty() {
-            vec![None]
-        } else {
-            self.paths.iter().map(|p| Some(p.as_str())).collect()
-        };
         let kind = self.path_match;
-        hosts.into_iter().flat_map(move |host| {
-            paths.clone().into_iter().map(move |path| Claim {
+        or_any(&self.hosts).flat_map(move |host| {
+            or_any(&self.paths).map(move |path| Claim {
                 host,
                 path,
                 // "every path" is the same claim whatever the match kind says.
@@ -115,12 +106,13 @@ impl RouteMatch {
             })
         })
     }
+}
 
-    /// The first claim this match shares with `other`, if any.
-    pub fn overlap<'a>(&'a self, other: &RouteMatch) -> Option<Claim<'a>> {
-        let theirs: BTreeSet<Claim<'_>> = other.claims().collect();
-        self.claims().find(|c| theirs.contains(c))
-    }
+/// The items of `list` as `Some`, or one `None` ("any") when it is empty.
+fn or_any(list: &[String]) -> impl Iterator<Item = Option<&str>> {
+    list.iter()
+        .map(|item| Some(item.as_str()))
+        .chain(list.is_empty().then_some(None))
 }
 
 /// One (host, path, kind) a route answers for.
@@ -335,6 +327,14 @@ mod tests {
         let err = check_path("/(unclosed", PathMatch::Regex).unwrap_err();
         assert!(err.contains("not a valid regex"), "{err}");
         assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    impl RouteMatch {
+        /// The first claim this match shares with `other`, if any.
+        fn overlap<'a>(&'a self, other: &RouteMatch) -> Option<Claim<'a>> {
+            let theirs: BTreeSet<Claim<'_>> = other.claims().collect();
+            self.claims().find(|c| theirs.contains(c))
+        }
     }
 
     #[test]

@@ -60,6 +60,16 @@ pub enum Kind {
     NginxHttp,
 }
 
+impl Kind {
+    /// The HTTP-routing targets (L7), which listen on their `http` port only.
+    fn routes_http(self) -> bool {
+        matches!(
+            self,
+            Kind::RingwayHttp | Kind::HaproxyHttp | Kind::NginxHttp
+        )
+    }
+}
+
 /// A target and its three listening ports (HTTP-routing targets have only `http`; the others are 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target {
@@ -81,10 +91,7 @@ impl Target {
 
     /// Routes HTTP requests (L7): measured by the HTTP tests only.
     pub fn routes_http(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::RingwayHttp | Kind::HaproxyHttp | Kind::NginxHttp
-        )
+        self.kind.routes_http()
     }
 
     /// The ports this target listens on.
@@ -131,11 +138,7 @@ pub fn all() -> Vec<Target> {
                 }
             } else {
                 let base = BASE_PORT + 10 * i as u16;
-                let routes_http = matches!(
-                    kind,
-                    Kind::RingwayHttp | Kind::HaproxyHttp | Kind::NginxHttp
-                );
-                let other = |offset| if routes_http { 0 } else { base + offset };
+                let other = |offset| if kind.routes_http() { 0 } else { base + offset };
                 Target {
                     name,
                     kind,

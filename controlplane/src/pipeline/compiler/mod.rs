@@ -14,6 +14,7 @@
 //! service out, says which and why ([`Compiled::dropped`], which the publisher logs once per change), and
 //! compiles the rest. Only what no single service is to blame for fails the whole compile.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
@@ -145,9 +146,11 @@ fn build(
     plan: plan::Plan,
     settings: &CompileSettings,
 ) -> Result<Compiled, ModelError> {
+    // A set, not a scan per service: a catalog can have many services left out at once.
+    let dropped: HashSet<&str> = plan.dropped.iter().map(|d| d.service.as_str()).collect();
     let clusters: Vec<Cluster> = services
         .iter()
-        .filter(|s| !plan.dropped.iter().any(|d| d.service == s.name))
+        .filter(|s| !dropped.contains(s.name.as_str()))
         .map(|s| compile_cluster(s, settings, plan.http_services.contains(&s.name)))
         .collect();
     let snapshot = Snapshot::with_routes(UNVERSIONED, plan.listeners, plan.routes, clusters)?;

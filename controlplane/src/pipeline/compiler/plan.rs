@@ -57,9 +57,16 @@ enum Owner<'a> {
 struct Candidate<'a> {
     listener: SocketAddr,
     service: &'a Service,
-    route: RouteMatch,
+    route: &'a RouteMatch,
     header: Option<HeaderMatch>,
 }
+
+/// The match of an app-id route: every request (its header decides).
+static ANY_REQUEST: RouteMatch = RouteMatch {
+    hosts: Vec::new(),
+    paths: Vec::new(),
+    path_match: PathMatch::Prefix,
+};
 
 /// Plans `services` (sorted by name).
 pub(super) fn plan(services: &[&Service], settings: &CompileSettings) -> Plan {
@@ -88,7 +95,7 @@ pub(super) fn plan(services: &[&Service], settings: &CompileSettings) -> Plan {
             (ServiceMode::Http, Owner::Http) => candidates.push(Candidate {
                 listener: service.listen,
                 service,
-                route: service.route.clone(),
+                route: &service.route,
                 header: None,
             }),
             (_, owner) => problems.entry(&service.name).or_default().push((
@@ -122,7 +129,7 @@ pub(super) fn plan(services: &[&Service], settings: &CompileSettings) -> Plan {
                 candidates.push(Candidate {
                     listener: at,
                     service,
-                    route: vhost.clone(),
+                    route: vhost,
                     header: None,
                 });
             }
@@ -221,7 +228,7 @@ fn app_id_candidates<'a>(services: &[&'a Service], at: SocketAddr) -> Vec<Candid
         .map(|(app, service)| Candidate {
             listener: at,
             service,
-            route: RouteMatch::default(),
+            route: &ANY_REQUEST,
             header: Some(HeaderMatch {
                 name: APP_ID_HEADER.into(),
                 value: app.to_string(),
