@@ -18,6 +18,7 @@ pub mod help;
 pub mod http;
 pub mod http_backend;
 pub mod http_client;
+pub mod http_proxy;
 pub mod http_wire;
 pub mod load;
 pub mod net;
