@@ -7,100 +7,14 @@
 //! nginx backend restarted under keep-alive load without a single error reaching a client.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringway_shared::wire::Message;
-use ringway_shared::{
-    Backend, BackendState, Balance, Cluster, ClusterHttp, HttpListener, Listener, PathMatch, Route,
-    Snapshot, Timeouts,
-};
-use ringway_tests::Dataplane;
-use ringway_tests::fake_controlplane::{FakeControlplane, Session};
+use ringway_shared::HttpListener;
 use ringway_tests::http_backend::HttpBackend;
 use ringway_tests::http_client::HttpClient;
-use ringway_tests::net::{free_port, local};
-
-/// A dataplane fed by a scripted controlplane.
-struct Proxy {
-    session: Session,
-    address: SocketAddr,
-    dataplane: Dataplane,
-    _dir: tempfile::TempDir,
-}
-
-impl Proxy {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = FakeControlplane::bind(&dir.path().join("cp.sock"));
-        let dataplane = Dataplane::start(dir.path(), &fake.path, &[]);
-        let session = fake.accept();
-        Self {
-            session,
-            address: local(free_port()),
-            dataplane,
-            _dir: dir,
-        }
-    }
-
-    fn apply(&mut self, snapshot: Snapshot) {
-        let version = snapshot.version;
-        self.session.send(&snapshot);
-        assert_eq!(self.session.reply(), Message::ack(version));
-    }
-}
-
-/// A route: name, hosts, path prefixes, cluster.
-type RouteSpec<'a> = (&'a str, &'a [&'a str], &'a [&'a str], &'a str);
-
-fn snapshot(
-    version: u64,
-    listener: SocketAddr,
-    http: HttpListener,
-    routes: &[RouteSpec<'_>],
-    clusters: &[(&str, &[u16])],
-) -> Snapshot {
-    Snapshot::with_routes(
-        version,
-        vec![Listener::http(format!("http:{listener}"), listener, http)],
-        routes
-            .iter()
-            .map(|(name, hosts, paths, cluster)| Route {
-                listener,
-                name: name.to_string(),
-                hosts: hosts.iter().map(|h| h.to_string()).collect(),
-                paths: paths.iter().map(|p| p.to_string()).collect(),
-                path_match: PathMatch::Prefix,
-                header: None,
-                cluster: cluster.to_string(),
-            })
-            .collect(),
-        clusters
-            .iter()
-            .map(|(name, ports)| Cluster {
-                name: name.to_string(),
-                balance: Balance::RoundRobin,
-                timeouts: Timeouts {
-                    connect_ms: 2_000,
-                    ..Timeouts::default()
-                },
-                max_connections: 10_000,
-                backends: ports
-                    .iter()
-                    .map(|&port| Backend {
-                        address: local(port),
-                        weight: 500,
-                        max_connections: None,
-                        state: BackendState::Active,
-                    })
-                    .collect(),
-                http: Some(ClusterHttp::default()),
-            })
-            .collect(),
-    )
-    .unwrap()
-}
+use ringway_tests::http_proxy::{Proxy, RouteSpec, snapshot};
+use ringway_tests::net::free_port;
 
 #[test]
 fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_apply_on_open_connections()

@@ -10,7 +10,7 @@ use crate::procs::{ClientOutput, run_client};
 
 /// A client gets this much longer than its own duration before it is killed.
 const CLIENT_SLACK: Duration = Duration::from_secs(20);
-/// Connections of the loaded HTTP tests (wrk -c50, one wrk thread).
+/// Connections of the loaded HTTP tests (wrk and h2load -c50, one client thread).
 pub const HTTP_CONNECTIONS: u32 = 50;
 /// iperf3 streams of the multi-stream bulk test.
 pub const BULK_STREAMS: u32 = 8;
@@ -77,6 +77,31 @@ pub fn wrk(
     }
     args.push(format!("http://127.0.0.1:{port}/"));
     measure(program, &args, dir, secs, parse_wrk)
+}
+
+/// `h2load --h1 -t1 -cCONNS -m1 -DSECS -H ':authority: BENCH_HOST' http://127.0.0.1:PORT/`: keep-alive
+/// HTTP/1.1, one request in flight per connection, the second load tool of the HTTP figure. The virtual
+/// host goes in `:authority` (h2load's `Host`); a `-H 'Host: …'` would be sent as a second `Host` field,
+/// which proxies rightly answer with 400. (Seen with h2load 1.52: when every answer is such a 400 and the
+/// connections close, its duration mode never ends and spins at 100 % CPU; [`CLIENT_SLACK`] ends it.)
+pub fn h2load(
+    program: &Path,
+    port: u16,
+    connections: u32,
+    secs: u32,
+    dir: &Path,
+) -> anyhow::Result<Load> {
+    let args = [
+        "--h1".to_string(),
+        "-t1".into(),
+        format!("-c{connections}"),
+        "-m1".into(),
+        format!("-D{secs}"),
+        "-H".into(),
+        format!(":authority: {}", crate::targets::BENCH_HOST),
+        format!("http://127.0.0.1:{port}/"),
+    ];
+    measure(program, &args, dir, secs, parse_h2load)
 }
 
 /// Runs a load client for about `secs` seconds and reads its report with `parse`.
@@ -146,6 +171,40 @@ pub fn parse_wrk(text: &str) -> anyhow::Result<Load> {
     Ok(load)
 }
 
+/// Parses h2load's report: `finished in 2.00s, 47063.00 req/s, …`, then
+/// `requests: T total, S started, D done, OK succeeded, F failed, E errored, O timeout`. Errors are the
+/// failed (a status of 400 or more, or the connection lost mid-request), errored and timed-out requests;
+/// the requests still in flight when the duration ends are neither done nor errors. h2load prints no
+/// latency percentiles (its `time for request` row has min, max, mean and sd only), so p50 and p99 stay
+/// empty.
+pub fn parse_h2load(text: &str) -> anyhow::Result<Load> {
+    let mut load = Load::default();
+    let mut rate = None;
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|w| !w.is_empty())
+            .collect();
+        match words.as_slice() {
+            ["finished", "in", _, r, "req/s", ..] => rate = r.parse().ok(),
+            ["requests:", counts @ ..] => {
+                for pair in counts.chunks(2) {
+                    let [n, what] = pair else { continue };
+                    let n: f64 = n.parse().unwrap_or(0.0);
+                    match *what {
+                        "done" => load.requests = n,
+                        "failed" | "errored" | "timeout" => load.errors += n as u64,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    load.rate = rate.context("h2load: no `finished in …, N req/s` line")?;
+    Ok(load)
+}
+
 /// wrk durations: `458.00us`, `1.83ms`, `1.01s`, `2.00m`.
 fn duration_us(text: &str) -> Option<f64> {
     let split = text.find(|c: char| c.is_ascii_alphabetic())?;
@@ -196,6 +255,38 @@ Transfer/sec:     25.00MB
     #[test]
     fn wrk_without_rate_is_an_error() {
         assert!(parse_wrk("unable to connect to 127.0.0.1:1").is_err());
+    }
+
+    /// h2load 1.52 (Debian bookworm's nghttp2-client), `--h1 -c10 -D2` against nginx.
+    const H2LOAD: &str = "starting benchmark...
+spawning thread #0: 10 total client(s). Timing-based test with 0s of warm-up time and 2s of main duration for measurements.
+Application protocol: http/1.1
+Main benchmark duration is over for thread #0. Stopping all clients.
+Stopped all clients for thread #0
+
+finished in 2.00s, 47063.00 req/s, 6.73MB/s
+requests: 94126 total, 94136 started, 94126 done, 94120 succeeded, 4 failed, 1 errored, 1 timeout
+status codes: 94120 2xx, 0 3xx, 4 4xx, 0 5xx
+traffic: 13.46MB (14118900) total, 9.70MB (10166256) headers (space savings 0.00%), 275.78KB (282396) data
+                     min         max         mean         sd        +/- sd
+time for request:       98us      1.67ms       212us        52us    87.35%
+req/s           :    4703.83     4707.67     4705.80        1.38    70.00%
+";
+
+    #[test]
+    fn h2load_report_is_read() {
+        let l = parse_h2load(H2LOAD).unwrap();
+        assert_eq!(l.rate, 47063.0);
+        assert_eq!(l.requests, 94126.0);
+        assert_eq!(l.errors, 6);
+        assert_eq!((l.p50_us, l.p99_us), (None, None));
+    }
+
+    #[test]
+    fn h2load_without_a_result_is_an_error() {
+        assert!(
+            parse_h2load("starting benchmark...\nStopped all clients for thread #0\n").is_err()
+        );
     }
 
     #[test]

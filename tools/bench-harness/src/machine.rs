@@ -21,12 +21,13 @@ const SYSCTLS: [&str; 8] = [
 ];
 
 /// Debian packages whose versions are recorded.
-const PACKAGES: [&str; 6] = [
+const PACKAGES: [&str; 7] = [
     "haproxy",
     "nginx",
     "libnginx-mod-stream",
     "pen",
     "wrk",
+    "nghttp2-client",
     "iperf3",
 ];
 
@@ -45,6 +46,7 @@ pub struct Machine {
     pub nginx: String,
     pub iperf3: String,
     pub wrk: String,
+    pub h2load: String,
     pub rustc: String,
     pub ringway_commit: String,
 }
@@ -138,6 +140,7 @@ impl Machine {
             nginx: first_line(&capture("nginx", &["-v"])),
             iperf3: first_line(&capture("iperf3", &["--version"])),
             wrk: first_line(&capture("wrk", &["-v"])),
+            h2load: first_line(&capture("h2load", &["--version"])),
             rustc: capture("rustc", &["--version"]),
             ringway_commit: format!(
                 "{commit}{}",

@@ -157,8 +157,11 @@ fn progress(r: &Record) {
         format!("{kib:.2} KiB/conn over {} conns", r.idle_connections)
     } else if r.test.starts_with("bulk") {
         format!("{:.2} Gb/s", r.rate)
+    } else if let Some(p99) = r.p99_us {
+        format!("{:.0} req/s p99 {p99:.0} us", r.rate)
     } else {
-        format!("{:.0} req/s p99 {:.0} us", r.rate, r.p99_us.unwrap_or(0.0))
+        // h2load reports no percentiles.
+        format!("{:.0} req/s", r.rate)
     };
     let wall = r.wall_s.max(1e-3);
     eprintln!(
@@ -199,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let iperf3 = fleet::tool("iperf3")?;
     let wrk = fleet::tool("wrk")?;
+    let h2load = fleet::tool("h2load")?;
     for peer in ["haproxy", "nginx", "pen"] {
         fleet::tool(peer)?;
     }
@@ -258,6 +262,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             work: &work,
             iperf3: &iperf3,
             wrk: &wrk,
+            h2load: &h2load,
         };
         bench.run(&mut progress)?
     };

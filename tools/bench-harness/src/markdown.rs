@@ -97,7 +97,10 @@ pub fn render(report: &Report, notes: &str) -> String {
         ),
         ("HAProxy", m.haproxy.clone()),
         ("nginx", m.nginx.clone()),
-        ("iperf3 / wrk", format!("{} / {}", m.iperf3, m.wrk)),
+        (
+            "iperf3 / wrk / h2load",
+            format!("{} / {} / {}", m.iperf3, m.wrk, m.h2load),
+        ),
         ("rustc", m.rustc.clone()),
     ];
     for (k, v) in rows {

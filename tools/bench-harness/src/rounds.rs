@@ -30,6 +30,9 @@ pub enum Test {
     Bulk8,
     /// Figure 3: keep-alive requests, wrk -t1 -c50.
     HttpKa,
+    /// Figure 3, HTTP-routing targets: keep-alive requests again with the second load tool, h2load --h1
+    /// -t1 -c50, so wrk and h2load cross-check each other.
+    H2loadKa,
     /// Figure 4: one request per connection (`Connection: close`), wrk -t1 -c50.
     HttpClose,
     /// One connection, wrk -t1 -c1: the latency a proxy adds when nothing is queued.
@@ -41,11 +44,12 @@ pub enum Test {
 impl Test {
     /// Round order. Idle memory comes first, so the proxies have served nothing yet when it is measured;
     /// it needs no idle box and is never discarded, so a run cut short by its time limit still has it.
-    pub const ALL: [Test; 6] = [
+    pub const ALL: [Test; 7] = [
         Test::IdleMemory,
         Test::Bulk1,
         Test::Bulk8,
         Test::HttpKa,
+        Test::H2loadKa,
         Test::HttpClose,
         Test::HttpC1,
     ];
@@ -55,6 +59,7 @@ impl Test {
             Test::Bulk1 => "bulk1",
             Test::Bulk8 => "bulk8",
             Test::HttpKa => "http_ka",
+            Test::H2loadKa => "h2load_ka",
             Test::HttpClose => "http_close",
             Test::HttpC1 => "http_c1",
             Test::IdleMemory => "idle_memory",
@@ -68,6 +73,7 @@ impl Test {
         match self {
             Test::IdleMemory => target.is_proxy() && !target.routes_http() && round == 0,
             Test::Bulk1 | Test::Bulk8 => !target.routes_http(),
+            Test::H2loadKa => target.routes_http(),
             _ => true,
         }
     }
@@ -141,6 +147,7 @@ pub struct Bench<'a> {
     pub work: &'a Path,
     pub iperf3: &'a Path,
     pub wrk: &'a Path,
+    pub h2load: &'a Path,
 }
 
 impl Bench<'_> {
@@ -263,6 +270,13 @@ impl Bench<'_> {
                 HTTP_CONNECTIONS,
                 p.http_secs,
                 false,
+                self.work,
+            ),
+            Test::H2loadKa => load::h2load(
+                self.h2load,
+                t.http,
+                HTTP_CONNECTIONS,
+                p.http_secs,
                 self.work,
             ),
             Test::HttpClose => load::wrk(

@@ -81,7 +81,7 @@ const fn proxy_only(m: Metric) -> Metric {
 }
 
 /// Every figure, in report order.
-pub const METRICS: [Metric; 16] = [
+pub const METRICS: [Metric; 18] = [
     metric(
         "bulk1_gbps",
         1,
@@ -151,6 +151,24 @@ pub const METRICS: [Metric; 16] = [
         "proxy CPU per keep-alive request",
         "CPU-µs",
         "http_ka",
+        false,
+        cpu_us_per_request,
+    )),
+    metric(
+        "h2load_ka_rps",
+        3,
+        "keep-alive requests, h2load --h1 (c=50)",
+        "req/s",
+        "h2load_ka",
+        true,
+        rate,
+    ),
+    proxy_only(metric(
+        "h2load_ka_cpu_us_per_req",
+        3,
+        "proxy CPU per keep-alive request, h2load",
+        "CPU-µs",
+        "h2load_ka",
         false,
         cpu_us_per_request,
     )),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// A quick run takes a few minutes; past this something hangs.
 const RUN_LIMIT: Duration = Duration::from_secs(20 * 60);
-const PEERS: [&str; 5] = ["haproxy", "nginx", "pen", "wrk", "iperf3"];
+const PEERS: [&str; 6] = ["haproxy", "nginx", "pen", "wrk", "h2load", "iperf3"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -99,7 +99,12 @@ fn quick_run_produces_every_figure() {
     assert_eq!(targets.len(), 11, "every target measured: {targets:?}");
     for metric in json["metrics"].as_array().unwrap() {
         let key = metric["key"].as_str().unwrap();
+        // The h2load cell measures the HTTP-routing targets only.
+        let routing_only = key.starts_with("h2load");
         for target in &targets {
+            if routing_only && !target.ends_with("-http") {
+                continue;
+            }
             let proxy_only =
                 key.contains("cpu") || key.starts_with("idle") || key.contains("added");
             if proxy_only && target == "direct" {
@@ -122,11 +127,16 @@ fn quick_run_produces_every_figure() {
                 }
             }
         }
-        assert!(
-            metric["ratios"]["ringway-poll-splice"]["haproxy-forced-splice"]["median"].is_f64(),
-            "{key}: no ratio to the forced-splice HAProxy"
-        );
-        if ["ka_", "close_", "c1_"].iter().any(|p| key.starts_with(p)) {
+        if !routing_only {
+            assert!(
+                metric["ratios"]["ringway-poll-splice"]["haproxy-forced-splice"]["median"].is_f64(),
+                "{key}: no ratio to the forced-splice HAProxy"
+            );
+        }
+        if ["ka_", "close_", "c1_", "h2load_"]
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
             for peer in ["haproxy-http", "nginx-http"] {
                 assert!(
                     metric["ratios"]["ringway-http"][peer]["median"].is_f64(),
@@ -135,13 +145,20 @@ fn quick_run_produces_every_figure() {
             }
         }
     }
+    let mut h2load_runs = 0;
     for record in json["records"].as_array().unwrap() {
         let target = record["target"].as_str().unwrap_or_default();
         if target.ends_with("-http") {
+            // wrk's and h2load's runs alike: neither saw a non-2xx answer or a failed request.
             assert_eq!(
                 record["errors"], 0,
                 "{target}: every routed request is answered 2xx ({record})"
             );
+        }
+        if record["test"] == "h2load_ka" {
+            assert!(target.ends_with("-http"), "h2load ran on {target}");
+            positive(&record["requests"], "requests h2load completed");
+            h2load_runs += 1;
         }
         if record["test"] == "idle_memory" {
             positive(&record["idle_connections"], "idle connections held");
@@ -166,6 +183,10 @@ fn quick_run_produces_every_figure() {
     assert_eq!(
         scale["probe_errors"], 0,
         "connections failed while snapshots were applied"
+    );
+    assert_eq!(
+        h2load_runs, 3,
+        "h2load ran once on each HTTP-routing target"
     );
     let md = std::fs::read_to_string(out.path().join("benchmarks.md")).unwrap();
     assert!(md.contains("### Figures 1–5") && md.contains("### Figure 7"));
