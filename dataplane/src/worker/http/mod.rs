@@ -17,6 +17,7 @@
 //!
 //! - `splice`: bodies the session asks to splice ([`Read::Splice`](crate::http::session::Read)).
 
+mod access;
 mod backend;
 mod drive;
 mod end;
@@ -146,6 +147,8 @@ pub struct ClientSession {
     pub table: Arc<RoutingTable>,
     pub listener: usize,
     pub listener_address: SocketAddr,
+    /// The client's address (`None` if the kernel would not say), for the access log.
+    pub client: Option<SocketAddr>,
     pub recv: Recv,
     /// The client sent FIN (a receive returned 0): never re-armed.
     pub eof: bool,
