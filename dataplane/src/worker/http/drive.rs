@@ -100,9 +100,14 @@ impl Worker {
                 scheme: Scheme::Http,
             },
         };
+        let mut http = HttpSession::new(config);
+        if self.drain_deadline_ms.is_some() {
+            // Accepted in the turn the drain began.
+            http.drain();
+        }
         let session = ClientSession {
             fd: client,
-            http: HttpSession::new(config),
+            http,
             listener_address: route.address,
             client: peer,
             table,

@@ -242,7 +242,8 @@ impl Worker {
         self.continue_closing(handle);
     }
 
-    /// Shutdown began: idle pooled connections close now.
+    /// Shutdown began: idle pooled connections close now, idle sessions too (see
+    /// [`Worker::schedule_session_timer`]), and every other session's next response is its last.
     pub(in crate::worker) fn drain_http(&mut self) {
         let pooled: Vec<(u32, u32)> = self.http.pool.drain().flat_map(|(_, v)| v).collect();
         for handle in pooled {
@@ -256,6 +257,9 @@ impl Worker {
             }
         }
         for handle in self.http.sessions.handles() {
+            if let Some(s) = self.http.sessions.get_mut(handle.0, handle.1) {
+                s.http.drain();
+            }
             self.reconcile_session(handle);
         }
     }

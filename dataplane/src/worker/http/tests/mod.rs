@@ -422,6 +422,52 @@ fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
     assert_eq!(t.worker.http.pooled, 0);
 }
 
+/// Everything `client` receives until the worker closes it (EOF), turning the worker meanwhile.
+fn read_to_eof(t: &mut TestWorker, client: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    t.turn_until("the client connection is closed", |_| {
+        match client.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(n) => {
+                got.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    });
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_response_in_flight_when_draining_starts_says_connection_close_and_then_the_connection_closes()
+{
+    let backend = echo_backend();
+    let (mut t, mut client) = one_route("s", backend);
+    // The echo backend answers once it has the whole body: the request is in flight until then.
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel")
+        .unwrap();
+    t.turn_until("the request goes to its backend", |w| {
+        w.http.backends.len() == 1
+    });
+    t.worker.begin_drain();
+    client.write_all(b"lo").unwrap();
+    let got = read_to_eof(&mut t, &mut client);
+    let (head, body) = got.split_once("\r\n\r\n").expect("a whole response head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+    assert!(
+        head.to_ascii_lowercase()
+            .lines()
+            .any(|l| l == "connection: close"),
+        "the client is told the connection closes: {got:?}"
+    );
+    assert_eq!(body, "hello", "the whole response, then EOF");
+    t.turn_until("the session and its backend connection end", |w| {
+        w.http.is_empty()
+    });
+}
+
 #[test]
 fn a_request_that_fails_on_a_reused_connection_before_any_answer_is_retried_on_a_fresh_one() {
     let (backend, accepted) = forgetful_backend();
