@@ -257,36 +257,39 @@ impl Worker {
     }
 
     /// A new table replaces `old`: idle pooled connections to a backend that `new` no longer routes
-    /// to (in no cluster, or only as draining) close now rather than at the end of `pool_idle_ms`.
-    /// Only the clusters that changed are searched for candidates, so a table that left the pooled
-    /// backends alone costs a pointer comparison per cluster.
+    /// to (in no cluster, or only as draining) close now rather than at the end of `pool_idle_ms`,
+    /// and its entry leaves the pool map. Only the clusters that changed are searched for such
+    /// backends, and their new versions first, so a table that left the pooled backends alone costs
+    /// a pointer comparison per cluster; the whole table is scanned only for a backend that really
+    /// left its cluster.
     pub(in crate::worker) fn prune_pool(&mut self, old: &RoutingTable, new: &RoutingTable) {
-        if self.http.pooled == 0 {
+        if self.http.pool.is_empty() {
             return;
         }
+        let changed = |i: usize| {
+            !new.clusters
+                .get(i)
+                .is_some_and(|c| Arc::ptr_eq(c, &old.clusters[i]))
+        };
         let mut gone: Vec<SocketAddr> = Vec::new();
-        for (i, cluster) in old.clusters.iter().enumerate() {
-            if new.clusters.get(i).is_some_and(|c| Arc::ptr_eq(c, cluster)) {
-                continue;
-            }
-            for backend in &cluster.backends {
+        for i in (0..old.clusters.len()).filter(|&i| changed(i)) {
+            for backend in &old.clusters[i].backends {
                 let address = backend.slot.address;
-                let pooled = self
-                    .http
-                    .pool
-                    .get(&address)
-                    .is_some_and(|idle| !idle.is_empty());
-                if pooled && !gone.contains(&address) {
+                if self.http.pool.contains_key(&address) && !gone.contains(&address) {
                     gone.push(address);
                 }
             }
         }
-        // A backend may also serve another cluster, changed or not: it keeps its pool.
-        for backend in new.clusters.iter().flat_map(|c| &c.backends) {
+        // A backend may stay in its own cluster or serve another one, changed or not: it keeps its
+        // pool.
+        let changed_first = (0..old.clusters.len())
+            .filter(|&i| changed(i))
+            .filter_map(|i| new.clusters.get(i));
+        for cluster in changed_first.chain(&new.clusters) {
             if gone.is_empty() {
                 return;
             }
-            if backend.accepting {
+            for backend in cluster.backends.iter().filter(|b| b.accepting) {
                 gone.retain(|&a| a != backend.slot.address);
             }
         }
