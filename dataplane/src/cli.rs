@@ -81,7 +81,8 @@ pub struct Config {
     #[arg(long, env = "RINGWAY_DETACH")]
     pub detach: bool,
 
-    /// Log one line per connection when it ends (client, backend, bytes, duration, outcome).
+    /// Log one line per TCP connection when it ends (client, backend, bytes, duration, outcome) and one
+    /// per HTTP request (client, service, backend, method, host, path, status, bytes, duration).
     #[arg(long, env = "RINGWAY_ACCESS_LOG")]
     pub access_log: bool,
 

@@ -24,9 +24,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With extra dataplane flags.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let fake = FakeControlplane::bind(&dir.path().join("cp.sock"));
-        let dataplane = Dataplane::start(dir.path(), &fake.path, &[]);
+        let dataplane = Dataplane::start(dir.path(), &fake.path, extra);
         let session = fake.accept();
         Self {
             session,

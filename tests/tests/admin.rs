@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use ringway_shared::wire::Message;
 use ringway_shared::{
-    Backend, BackendState, Balance, Cluster, Listener, Protocol, Snapshot, Timeouts,
+    Backend, BackendState, Balance, Cluster, ClusterHttp, HttpListener, Listener, PathMatch,
+    Protocol, Route, Snapshot, Timeouts,
 };
 use ringway_tests::fake_controlplane::FakeControlplane;
 use ringway_tests::http::{find_backend, get};
@@ -199,6 +201,99 @@ fn stats_and_metrics_count_what_the_test_did() {
         serde_json::from_str(&get(admin, "/config").unwrap().1).unwrap();
     assert_eq!(config["listeners"].as_array().unwrap().len(), 2);
     h.reconfigure(&[Service::new("alpha", port_a).backend(a.port())]);
+}
+
+/// Two HTTP services on one listener: `shop` by host and path prefix, `search` by a regular
+/// expression that needs escaping on a web page.
+fn two_http_services(listen: std::net::SocketAddr, backend: u16) -> Snapshot {
+    let route = |name: &str, hosts: &[&str], paths: &[&str], path_match| Route {
+        listener: listen,
+        name: name.into(),
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+        path_match,
+        header: None,
+        cluster: name.into(),
+    };
+    let cluster = |name: &str| Cluster {
+        name: name.into(),
+        balance: Balance::RoundRobin,
+        timeouts: Timeouts::default(),
+        max_connections: 100,
+        backends: vec![Backend {
+            address: local(backend),
+            weight: 500,
+            max_connections: None,
+            state: BackendState::Active,
+        }],
+        http: Some(ClusterHttp::default()),
+    };
+    Snapshot::with_routes(
+        1,
+        vec![Listener::http(
+            format!("http:{listen}"),
+            listen,
+            HttpListener::default(),
+        )],
+        vec![
+            route(
+                "shop",
+                &["shop.example.com", "*.shop.example.com"],
+                &["/api", "/cart"],
+                PathMatch::Prefix,
+            ),
+            route("search", &[], &["^/(?P<v>a|b)&x"], PathMatch::Regex),
+        ],
+        vec![cluster("shop"), cluster("search")],
+    )
+    .unwrap()
+}
+
+#[test]
+fn stats_and_the_status_page_show_the_hosts_and_paths_each_http_service_answers() {
+    let listen = local(free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeControlplane::bind(&dir.path().join("cp.sock"));
+    let mut dataplane = Dataplane::start(dir.path(), &fake.path, &[]);
+    let mut session = fake.accept();
+    session.send(&two_http_services(listen, free_port()));
+    assert_eq!(session.reply(), Message::ack(1));
+    let admin = dataplane.admin_address();
+
+    let stats = ringway_tests::http::stats(admin);
+    let routes = |name: &str| {
+        ringway_tests::http::find_service(&stats, name).unwrap_or_else(|| panic!("{stats}"))
+            ["routes"]
+            .clone()
+    };
+    assert_eq!(
+        routes("shop"),
+        serde_json::json!([{
+            "name": "shop", "listener": listen.to_string(),
+            "hosts": ["shop.example.com", "*.shop.example.com"], "paths": ["/api", "/cart"],
+            "path_match": "prefix",
+        }])
+    );
+    assert_eq!(routes("search")[0]["paths"][0], "^/(?P<v>a|b)&x");
+    assert_eq!(routes("search")[0]["hosts"], serde_json::json!([]));
+
+    let (status, page) = get(admin, "/").unwrap();
+    assert_eq!(status, 200);
+    for shown in [
+        format!("listens on {listen}"),
+        "shop.example.com, *.shop.example.com".to_string(),
+        "/api /cart".to_string(),
+        "<td>prefix</td>".to_string(),
+        "any host".to_string(),
+        "^/(?P&lt;v&gt;a|b)&amp;x".to_string(),
+        "<td>regex</td>".to_string(),
+    ] {
+        assert!(
+            page.contains(&shown),
+            "{shown:?} missing from the page:\n{page}"
+        );
+    }
+    assert!(!page.contains("<v>"), "the regex is escaped:\n{page}");
 }
 
 /// Where tests keep artefacts for people to look at (screenshots, scraped metrics).

@@ -7,6 +7,7 @@
 //! nginx backend restarted under keep-alive load without a single error reaching a client.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use ringway_shared::HttpListener;
 use ringway_tests::http_backend::HttpBackend;
 use ringway_tests::http_client::HttpClient;
 use ringway_tests::http_proxy::{Proxy, RouteSpec, snapshot};
-use ringway_tests::net::free_port;
+use ringway_tests::net::{free_port, local};
 
 #[test]
 fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_apply_on_open_connections()
@@ -122,6 +123,82 @@ fn requests_are_routed_by_host_wildcard_and_longest_prefix_and_route_changes_app
         metrics.contains("ringway_http_request_duration_seconds_count{service=\"shop\"} 2"),
         "{metrics}"
     );
+}
+
+/// Writes `request` on a new connection and reads until the proxy closes it; the bytes received.
+fn one_shot(address: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut got).unwrap();
+    got
+}
+
+#[test]
+fn the_access_log_has_one_json_line_per_request_routed_or_not() {
+    let shop = HttpBackend::start("shop");
+    let mut proxy = Proxy::start_with(&["--access-log"]);
+    let routes: &[RouteSpec<'_>] = &[("shop", &["shop.test"], &["/cart"], "shop")];
+    let clusters: &[(&str, &[u16])] = &[("shop", &[shop.port()])];
+    proxy.apply(snapshot(
+        1,
+        proxy.address,
+        HttpListener::default(),
+        routes,
+        clusters,
+    ));
+    let routed = b"POST /cart/items?id=3 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\nContent-Length: 11\r\n\r\nhello world";
+    let answer = one_shot(proxy.address, routed);
+    assert!(answer.starts_with(b"HTTP/1.1 200 "), "{answer:?}");
+    let unknown = b"GET /x?y HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n";
+    let refused = one_shot(proxy.address, unknown);
+    assert!(refused.starts_with(b"HTTP/1.1 404 "), "{refused:?}");
+
+    let mut lines = Vec::new();
+    let logged = ringway_tests::wait_until(Duration::from_secs(10), || {
+        lines = proxy.dataplane.proc.events("request");
+        lines.len() >= 2
+    });
+    assert!(logged, "two request lines in the access log: {lines:?}");
+    assert_eq!(lines.len(), 2, "one line per request: {lines:?}");
+    let field = |line: &serde_json::Value, name: &str| line["fields"][name].clone();
+    let (first, second) = if field(&lines[0], "status") == 200 {
+        (&lines[0], &lines[1])
+    } else {
+        (&lines[1], &lines[0])
+    };
+    for (line, expected) in [
+        (
+            first,
+            serde_json::json!({
+                "service": "shop", "backend": local(shop.port()).to_string(), "method": "POST",
+                "host": "shop.test", "path": "/cart/items", "status": 200, "from": "backend",
+                "bytes_in": routed.len(), "body_in": 11, "bytes_out": answer.len(),
+            }),
+        ),
+        (
+            second,
+            serde_json::json!({
+                "service": "-", "backend": "-", "method": "GET", "host": "nowhere.test",
+                "path": "/x", "status": 404, "from": "proxy", "bytes_in": unknown.len(),
+                "body_in": 0, "bytes_out": refused.len(),
+            }),
+        ),
+    ] {
+        assert_eq!(line["target"], "ringway::access", "{line}");
+        for (name, value) in expected.as_object().unwrap() {
+            assert_eq!(&field(line, name), value, "{name} in {line}");
+        }
+        let client = field(line, "client");
+        assert!(
+            client.as_str().is_some_and(|c| c.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+        assert!(field(line, "duration_ms").is_u64(), "{line}");
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::view::{BackendView, ServiceView, StatsView};
+use super::view::{BackendView, RouteView, ServiceView, StatsView};
 
 /// How often the page reloads itself.
 pub const REFRESH_SECONDS: u32 = 2;
@@ -92,6 +92,7 @@ fn service_table(out: &mut String, s: &ServiceView, listen: &[String]) {
         max = s.max_connections,
         queued = s.queued,
     );
+    route_table(out, &s.routes);
     out.push_str(
         "<table><tr><th>backend</th><th>state</th><th>weight</th><th>cur</th><th>max</th><th>total</th>\
          <th>failed connects</th><th>bytes in</th><th>bytes out</th></tr>",
@@ -116,6 +117,43 @@ fn service_table(out: &mut String, s: &ServiceView, listen: &[String]) {
             escape(&ended.join(" · "))
         );
     }
+}
+
+/// The hosts and paths an HTTP service answers, one row per route.
+fn route_table(out: &mut String, routes: &[RouteView]) {
+    if routes.is_empty() {
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>route</th><th>listener</th><th>hosts</th><th>paths</th><th>match</th></tr>",
+    );
+    for r in routes {
+        let hosts = if r.hosts.is_empty() {
+            "any host".to_string()
+        } else {
+            r.hosts.join(", ")
+        };
+        let mut paths = if r.paths.is_empty() {
+            "every path".to_string()
+        } else {
+            r.paths.join(" ")
+        };
+        if let Some(header) = &r.header {
+            paths.push_str(" · header ");
+            paths.push_str(header);
+        }
+        let _ = write!(
+            out,
+            "<tr><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td>\
+             <td class=\"name\">{}</td><td>{}</td></tr>",
+            escape(&r.name),
+            escape(&r.listener),
+            escape(&hosts),
+            escape(&paths),
+            r.path_match,
+        );
+    }
+    out.push_str("</table>");
 }
 
 /// Renders the whole page.
@@ -148,7 +186,7 @@ pub fn render(view: &StatsView) -> String {
         fds = l.fd_limit,
     );
     for service in &view.services {
-        let listen: Vec<String> = view
+        let mut listen: Vec<String> = view
             .listeners
             .iter()
             .filter(|l| l.service == service.name)
@@ -157,6 +195,11 @@ pub fn render(view: &StatsView) -> String {
                 None => l.address.clone(),
             })
             .collect();
+        for route in &service.routes {
+            if !listen.contains(&route.listener) {
+                listen.push(route.listener.clone());
+            }
+        }
         service_table(&mut out, service, &listen);
     }
     out.push_str(

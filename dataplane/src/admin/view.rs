@@ -4,7 +4,7 @@
 //! Byte counters follow HAProxy's naming: `bytes_in` came from clients (and went to the backend),
 //! `bytes_out` came from the backend (and went to clients).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -77,7 +77,48 @@ pub struct ServiceView {
     /// HTTP requests routed to this service (absent until the first one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpView>,
+    /// The HTTP routes that send requests here (absent for a TCP service).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteView>,
     pub backends: Vec<BackendView>,
+}
+
+/// One HTTP route of the applied snapshot: which requests on which listener go to a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteView {
+    /// The route's name (the service's, unless several routes share a cluster).
+    pub name: String,
+    /// The HTTP listener's address.
+    pub listener: String,
+    /// Host names and `*.` wildcards; empty: any host.
+    pub hosts: Vec<String>,
+    /// Empty: every path.
+    pub paths: Vec<String>,
+    /// `prefix`, `exact` or `regex`.
+    pub path_match: &'static str,
+    /// A header that must match (`name: value`, marathon-lb's app-id routing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+}
+
+impl RouteView {
+    fn of(route: &ringway_shared::Route) -> Self {
+        Self {
+            name: route.name.clone(),
+            listener: route.listener.to_string(),
+            hosts: route.hosts.clone(),
+            paths: route.paths.clone(),
+            path_match: match route.path_match {
+                ringway_shared::PathMatch::Prefix => "prefix",
+                ringway_shared::PathMatch::Exact => "exact",
+                ringway_shared::PathMatch::Regex => "regex",
+            },
+            header: route
+                .header
+                .as_ref()
+                .map(|h| format!("{}: {}", h.name, h.value)),
+        }
+    }
 }
 
 /// HTTP requests of a service, a backend, or (unrouted) a worker.
@@ -174,6 +215,14 @@ impl StatsView {
     pub fn collect(state: &AdminState) -> Self {
         let (published, workers, limits) = (&state.published, &state.workers, &state.limits);
         let table = published.load();
+        // One pass over the routes (a listener may carry thousands of virtual hosts).
+        let mut routes: HashMap<&str, Vec<RouteView>> = HashMap::new();
+        for route in &table.snapshot.routes {
+            routes
+                .entry(route.cluster.as_str())
+                .or_default()
+                .push(RouteView::of(route));
+        }
         let mut services: Vec<ServiceView> = table
             .clusters
             .iter()
@@ -193,6 +242,7 @@ impl StatsView {
                     .map(|(reason, n)| (reason.name(), n))
                     .collect(),
                 http: cluster.slot.http_if_any().map(HttpView::of),
+                routes: routes.remove(cluster.name.as_str()).unwrap_or_default(),
                 backends: cluster
                     .backends
                     .iter()

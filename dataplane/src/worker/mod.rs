@@ -418,6 +418,8 @@ impl Worker {
             .collect();
         self.table_epoch = epoch;
         let version = table.version;
+        let old = Arc::clone(&self.table);
+        self.prune_pool(&old, &table);
         self.table = table;
         self.published.mark_applied(self.config.index, version);
         tracing::debug!(worker = self.config.index, version, "table applied");

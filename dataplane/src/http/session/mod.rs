@@ -218,6 +218,9 @@ pub struct HttpSession {
     /// Exchanges started on this connection (also tells timer periods apart).
     exchanges: u64,
     timer: Option<(TimerKind, u64)>,
+    /// The process is draining: every response from now on says `Connection: close`, and the
+    /// connection closes after it.
+    draining: bool,
 }
 
 impl HttpSession {
@@ -239,7 +242,16 @@ impl HttpSession {
             request_begun: false,
             exchanges: 0,
             timer: None,
+            draining: false,
         }
+    }
+
+    /// The process began to drain: the response in progress (or the next one) is the connection's
+    /// last. It says `Connection: close`, so the client sends no further request into a connection
+    /// about to close. (A response head already sent cannot be changed; the worker closes such a
+    /// connection once it is idle.)
+    pub fn drain(&mut self) {
+        self.draining = true;
     }
 
     /// The session ended (closed or tunnelled): drop it.

@@ -156,7 +156,8 @@ impl HttpSession {
                 && r.framing
                     .is_some_and(|f| f.keep_alive && f.body == BodyKind::None)
         }) && status.may_keep_alive()
-            && !self.client_eof;
+            && !self.client_eof
+            && !self.draining;
         let head_only = refused.as_ref().is_some_and(|r| r.method == Method::Head);
         let response = status.response(keep, head_only);
         let request_bytes = refused

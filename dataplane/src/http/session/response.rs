@@ -116,7 +116,10 @@ impl HttpSession {
         // the response ends is not read.
         let early = !matches!(ex.request, Body::Done);
         ex.backend_reusable = framing.reusable && !early;
-        ex.close_client = !ex.framing.keep_alive || early || framing.body == BodyKind::UntilClose;
+        ex.close_client = !ex.framing.keep_alive
+            || early
+            || framing.body == BodyKind::UntilClose
+            || self.draining;
         ex.status = self.response_head.status;
         let connection = if ex.close_client {
             ClientConnection::Close
@@ -242,6 +245,7 @@ impl HttpSession {
         }
         self.drop_backend(false, out);
         let keep = status.may_keep_alive()
+            && !self.draining
             && ex.version == Version::Http11
             && ex.framing.keep_alive
             && ex.framing.body == BodyKind::None

@@ -426,3 +426,30 @@ fn an_obs_text_reason_phrase_is_dropped() {
         "HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok"
     );
 }
+
+#[test]
+fn while_draining_the_response_in_progress_and_a_refusal_say_connection_close_and_end_the_connection()
+ {
+    let mut h = Harness::new();
+    h.client(GET_ONE);
+    h.ready(false);
+    h.session.drain();
+    let actions =
+        h.backend(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\n\r\nhello");
+    let sent = to_client(&actions).to_ascii_lowercase();
+    assert!(sent.contains("\r\nconnection: close\r\n"), "{sent:?}");
+    assert!(!sent.contains("keep-alive"), "{sent:?}");
+    assert!(sent.ends_with("hello"));
+    assert_eq!(closed(&actions), Some((CloseReason::Done, false)));
+
+    let mut h = Harness::new();
+    h.session.drain();
+    let actions = h.client(b"GET / HTTP/1.1\r\nHost: nowhere.example\r\n\r\n");
+    let sent = to_client(&actions).to_ascii_lowercase();
+    assert!(sent.starts_with("http/1.1 404"), "{sent:?}");
+    assert!(sent.contains("\r\nconnection: close\r\n"), "{sent:?}");
+    assert!(
+        closed(&actions).is_some(),
+        "a 404 keeps the connection open unless draining"
+    );
+}

@@ -2,6 +2,7 @@
 //! requests in flight), reuse a pooled connection to it or connect, or wait in the queue; and the
 //! backend connections' own completions.
 
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 
 use crate::http::router::RouteMatch;
 use crate::http::session::{Event, Unavailable};
+use crate::routing::RoutingTable;
 use crate::sys;
 use crate::worker::Worker;
 use crate::worker::balance::{self, MAX_CONNECT_ATTEMPTS, Pick, Tried};
@@ -254,8 +256,59 @@ impl Worker {
         self.reconcile_backend((bi, bg));
     }
 
+    /// A new table replaces `old`: idle pooled connections to a backend that `new` no longer routes
+    /// to (in no cluster, or only as draining) close now rather than at the end of `pool_idle_ms`,
+    /// and its entry leaves the pool map. Only the clusters that changed are searched for such
+    /// backends, and their new versions first, so a table that left the pooled backends alone costs
+    /// a pointer comparison per cluster; the whole table is scanned only for a backend that really
+    /// left its cluster.
+    pub(in crate::worker) fn prune_pool(&mut self, old: &RoutingTable, new: &RoutingTable) {
+        if self.http.pool.is_empty() {
+            return;
+        }
+        let changed = |i: usize| {
+            !new.clusters
+                .get(i)
+                .is_some_and(|c| Arc::ptr_eq(c, &old.clusters[i]))
+        };
+        let mut gone: Vec<SocketAddr> = Vec::new();
+        for i in (0..old.clusters.len()).filter(|&i| changed(i)) {
+            for backend in &old.clusters[i].backends {
+                let address = backend.slot.address;
+                if self.http.pool.contains_key(&address) && !gone.contains(&address) {
+                    gone.push(address);
+                }
+            }
+        }
+        // A backend may stay in its own cluster or serve another one, changed or not: it keeps its
+        // pool.
+        let changed_first = (0..old.clusters.len())
+            .filter(|&i| changed(i))
+            .filter_map(|i| new.clusters.get(i));
+        for cluster in changed_first.chain(&new.clusters) {
+            if gone.is_empty() {
+                return;
+            }
+            for backend in cluster.backends.iter().filter(|b| b.accepting) {
+                gone.retain(|&a| a != backend.slot.address);
+            }
+        }
+        for address in gone {
+            for (i, g) in self.http.pool.remove(&address).unwrap_or_default() {
+                let idle = self
+                    .http
+                    .backends
+                    .get(i, g)
+                    .is_some_and(|b| b.pooled_since_ms.is_some());
+                if idle {
+                    self.close_backend((i, g));
+                }
+            }
+        }
+    }
+
     /// An idle pooled connection to `address`, taken out of the pool.
-    fn take_pooled(&mut self, address: &std::net::SocketAddr) -> Option<(u32, u32)> {
+    fn take_pooled(&mut self, address: &SocketAddr) -> Option<(u32, u32)> {
         let idle = self.http.pool.get_mut(address)?;
         while let Some((i, g)) = idle.pop() {
             if let Some(b) = self.http.backends.get(i, g)

@@ -86,11 +86,11 @@ impl Worker {
             .expect("an HTTP listener slot names an HTTP listener")
             .limits;
         // One getpeername per connection (the accept asked for no address): X-Forwarded-For.
-        let client_ip = socket2::SockRef::from(&client)
+        let peer = socket2::SockRef::from(&client)
             .peer_addr()
             .ok()
-            .and_then(|a| a.as_socket())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            .and_then(|a| a.as_socket());
+        let client_ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let config = SessionConfig {
             max_header_bytes: limits.max_header_bytes as usize,
             max_headers: usize::from(limits.max_headers),
@@ -100,10 +100,16 @@ impl Worker {
                 scheme: Scheme::Http,
             },
         };
+        let mut http = HttpSession::new(config);
+        if self.drain_deadline_ms.is_some() {
+            // Accepted in the turn the drain began.
+            http.drain();
+        }
         let session = ClientSession {
             fd: client,
-            http: HttpSession::new(config),
+            http,
             listener_address: route.address,
+            client: peer,
             table,
             listener,
             recv: Recv::Off,

@@ -9,6 +9,7 @@ use crate::worker::Worker;
 use crate::worker::conn::Conn;
 use crate::worker::ring::{OpKind, UserData};
 
+use super::access;
 use super::drive::steer;
 use super::{ClientSession, End, LINGER_MS, Outbox, Wait};
 
@@ -241,7 +242,8 @@ impl Worker {
         self.continue_closing(handle);
     }
 
-    /// Shutdown began: idle pooled connections close now.
+    /// Shutdown began: idle pooled connections close now, idle sessions too (see
+    /// [`Worker::schedule_session_timer`]), and every other session's next response is its last.
     pub(in crate::worker) fn drain_http(&mut self) {
         let pooled: Vec<(u32, u32)> = self.http.pool.drain().flat_map(|(_, v)| v).collect();
         for handle in pooled {
@@ -255,6 +257,9 @@ impl Worker {
             }
         }
         for handle in self.http.sessions.handles() {
+            if let Some(s) = self.http.sessions.get_mut(handle.0, handle.1) {
+                s.http.drain();
+            }
             self.reconcile_session(handle);
         }
     }
@@ -269,16 +274,32 @@ impl Worker {
         }
     }
 
-    /// Counts a finished exchange for its service and backend.
+    /// Counts a finished exchange for its service and backend, and logs it with `--access-log`.
     pub(super) fn count_exchange(&mut self, handle: (u32, u32), summary: &ExchangeSummary) {
         let Some(s) = self.http.sessions.get(handle.0, handle.1) else {
             return;
         };
         let duration = self.now_ms.saturating_sub(s.request_started_ms);
         self.stats.http_requests.inc();
-        if let Some(want) = &s.want
-            && summary.route.is_some_and(|r| r.target == want.cluster)
-        {
+        let routed = s
+            .want
+            .as_ref()
+            .filter(|want| summary.route.is_some_and(|r| r.target == want.cluster));
+        if self.config.access_log {
+            // `tried` is reset for each routed request, so a backend in it belongs to this one.
+            let backend = routed
+                .filter(|_| !s.tried.is_empty())
+                .and(s.backend_slot.as_ref())
+                .map(|b| b.address);
+            let context = access::RequestContext {
+                client: s.client,
+                service: routed.map(|want| want.route().name.as_str()),
+                backend,
+                duration_ms: duration,
+            };
+            access::log_request(&context, summary);
+        }
+        if let Some(want) = routed {
             want.route()
                 .slot
                 .http()

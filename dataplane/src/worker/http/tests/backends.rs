@@ -11,43 +11,68 @@ fn spawn_backend<F>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
 where
     F: Fn(TcpStream) + Clone + Send + 'static,
 {
+    let (address, accepted, _) = spawn_watched_backend(serve);
+    (address, accepted)
+}
+
+/// Like [`spawn_backend`], also counting the connections whose `serve` returned (for a backend that
+/// serves until EOF: the connections the proxy closed).
+fn spawn_watched_backend<F>(serve: F) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) + Clone + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&accepted);
+    let ended = Arc::new(AtomicUsize::new(0));
+    let (counter, ends) = (Arc::clone(&accepted), Arc::clone(&ended));
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             counter.fetch_add(1, Ordering::SeqCst);
             let serve = serve.clone();
-            std::thread::spawn(move || serve(stream));
+            let ends = Arc::clone(&ends);
+            std::thread::spawn(move || {
+                serve(stream);
+                ends.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
-    (address, accepted)
+    (address, accepted, ended)
 }
 
 /// A keep-alive backend answering every request head with its name; counts connections.
 pub(super) fn backend(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    spawn_backend(move |mut stream| {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            while let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                buf.drain(..at + 4);
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
-                    name.len()
-                );
-                if stream.write_all(response.as_bytes()).is_err() {
-                    return;
-                }
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    spawn_backend(move |stream| serve_name(stream, name))
+}
+
+/// Like [`backend`], also counting the connections that ended (by the proxy closing them).
+pub(super) fn watched_backend(
+    name: &'static str,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    spawn_watched_backend(move |stream| serve_name(stream, name))
+}
+
+/// Answers every request head on `stream` with `name`, until EOF.
+fn serve_name(mut stream: TcpStream, name: &str) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..at + 4);
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{name}",
+                name.len()
+            );
+            if stream.write_all(response.as_bytes()).is_err() {
+                return;
             }
         }
-    })
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// A backend that answers its first request head with a `101` and then echoes raw bytes.

@@ -16,7 +16,9 @@ use crate::worker::tests::{TestWorker, route};
 
 mod backends;
 
-use backends::{backend, echo_backend, forgetful_backend, one_shot_backend, upgrading_backend};
+use backends::{
+    backend, echo_backend, forgetful_backend, one_shot_backend, upgrading_backend, watched_backend,
+};
 
 /// Applies a table with one HTTP listener routing `specs` to `clusters`; returns its address.
 fn install(
@@ -420,6 +422,126 @@ fn draining_closes_idle_keep_alive_sessions_and_pooled_connections_at_once() {
         w.http.is_empty() && matches!(client.read(&mut byte), Ok(0))
     });
     assert_eq!(t.worker.http.pooled, 0);
+}
+
+/// Everything `client` receives until the worker closes it (EOF), turning the worker meanwhile.
+fn read_to_eof(t: &mut TestWorker, client: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    t.turn_until("the client connection is closed", |_| {
+        match client.read(&mut chunk) {
+            Ok(0) => true,
+            Ok(n) => {
+                got.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(_) => false,
+        }
+    });
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_response_in_flight_when_draining_starts_says_connection_close_and_then_the_connection_closes()
+{
+    let backend = echo_backend();
+    let (mut t, mut client) = one_route("s", backend);
+    // The echo backend answers once it has the whole body: the request is in flight until then.
+    client
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhel")
+        .unwrap();
+    t.turn_until("the request goes to its backend", |w| {
+        w.http.backends.len() == 1
+    });
+    t.worker.begin_drain();
+    client.write_all(b"lo").unwrap();
+    let got = read_to_eof(&mut t, &mut client);
+    let (head, body) = got.split_once("\r\n\r\n").expect("a whole response head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{got:?}");
+    assert!(
+        head.to_ascii_lowercase()
+            .lines()
+            .any(|l| l == "connection: close"),
+        "the client is told the connection closes: {got:?}"
+    );
+    assert_eq!(body, "hello", "the whole response, then EOF");
+    t.turn_until("the session and its backend connection end", |w| {
+        w.http.is_empty()
+    });
+}
+
+/// A table without listeners whose clusters are `clusters` (the HTTP listener stops; open sessions
+/// go on).
+fn clusters_only(version: u64, clusters: Vec<Arc<ClusterRoute>>) -> Arc<RoutingTable> {
+    Arc::new(RoutingTable {
+        version,
+        hash: 0,
+        snapshot: Arc::new(Snapshot::empty()),
+        listeners: Vec::new(),
+        clusters,
+        retired: Vec::new(),
+        failed: Vec::new(),
+    })
+}
+
+#[test]
+fn pooled_connections_to_a_backend_the_snapshot_removed_close_at_once_and_a_moved_one_keeps_its_pool()
+ {
+    let (kept, _, kept_ended) = watched_backend("kept");
+    let (moved, _, moved_ended) = watched_backend("moved");
+    let clusters = vec![
+        route(&[kept], 100, Timeouts::default()),
+        route(&[moved], 100, Timeouts::default()),
+    ];
+    let specs = vec![
+        RouteSpec::new("k", &[], &["/k"], PathMatch::Prefix, 0),
+        RouteSpec::new("m", &[], &["/m"], PathMatch::Prefix, 1),
+    ];
+    let mut t = TestWorker::new(ForwardMode::PollSplice);
+    let address = install(&mut t, clusters, specs);
+    let mut client = TcpStream::connect(address).unwrap();
+    client.set_nonblocking(true).unwrap();
+    for path in ["/k", "/m"] {
+        client
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(response(&mut t, &mut client).0, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(
+        t.worker.http.pooled, 2,
+        "one idle connection to each backend"
+    );
+
+    // `moved` leaves its cluster but is still a backend of another one: its pool stays.
+    let other = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let kept_route = Arc::clone(&t.worker.table.clusters[0]);
+    let table = clusters_only(
+        2,
+        vec![
+            kept_route,
+            route(&[other], 100, Timeouts::default()),
+            route(&[moved], 100, Timeouts::default()),
+        ],
+    );
+    t.worker.apply_table(table);
+    for _ in 0..20 {
+        t.worker.turn(&mut Vec::new()).unwrap();
+    }
+    assert_eq!(t.worker.http.pooled, 2);
+    assert_eq!(moved_ended.load(Ordering::SeqCst), 0);
+
+    // Now `moved` is gone from every cluster: its pooled connection closes long before the pool's
+    // idle timeout (15 s; `turn_until` gives up after 10 s), `kept`'s stays.
+    let kept_route = Arc::clone(&t.worker.table.clusters[0]);
+    t.worker.apply_table(clusters_only(3, vec![kept_route]));
+    t.turn_until("the backend sees its pooled connection closed", |_| {
+        moved_ended.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(t.worker.http.pooled, 1);
+    assert_eq!(kept_ended.load(Ordering::SeqCst), 0);
 }
 
 #[test]
