@@ -286,7 +286,7 @@ impl Worker {
         }
         count_close(&self.stats, conn, reason);
         if self.config.access_log {
-            log_access(conn, reason, self.now_ms);
+            super::access::log_connection(conn, reason, self.now_ms);
         }
         conn.phase = Phase::Closing;
         if conn.timer_armed {
@@ -447,29 +447,4 @@ fn account(conn: &mut Conn, stats: &WorkerStats, direction: Direction, n: usize,
             }
         }
     }
-}
-
-/// One access-log line (`--access-log`), written as the connection ends.
-fn log_access(conn: &Conn, reason: CloseReason, now_ms: u64) {
-    let client = socket2::SockRef::from(&conn.client)
-        .peer_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map_or_else(|| "-".to_string(), |a| a.to_string());
-    let backend = conn
-        .lease
-        .as_ref()
-        .map_or_else(|| "-".to_string(), |l| l.backend.address.to_string());
-    tracing::info!(
-        target: "ringway::access",
-        client,
-        service = %conn.route.name,
-        backend,
-        bytes_in = conn.up.delivered,
-        bytes_out = conn.down.delivered,
-        duration_ms = now_ms.saturating_sub(conn.opened_ms),
-        outcome = reason.name(),
-        reset = reason.resets(),
-        "connection"
-    );
 }

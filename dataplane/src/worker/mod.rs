@@ -9,9 +9,11 @@
 //! - [`conn`]: connection state and slab; `listen`: accepting, and pausing at the connection cap;
 //!   `dispatch`: backend choice, the queue, connects; `lifecycle`: forwarding and closing.
 //! - [`forward`]: the three forwarding modes; [`balance`]: backend selection; [`timers`]: deadlines.
+//! - `access`: the access log's `connection` and `request` lines (`--access-log`).
 //! - `http`: HTTP listeners' client sessions (driving [`crate::http::session::HttpSession`]), their
 //!   backend connections and per-worker pool; an upgraded connection becomes a TCP connection here.
 
+mod access;
 pub mod balance;
 pub mod conn;
 mod dispatch;

@@ -9,9 +9,9 @@ use crate::worker::Worker;
 use crate::worker::conn::Conn;
 use crate::worker::ring::{OpKind, UserData};
 
-use super::access;
 use super::drive::steer;
 use super::{ClientSession, End, LINGER_MS, Outbox, Wait};
+use crate::worker::access;
 
 /// A session's next deadline: its queue wait, its timer, or the end of its linger.
 fn deadline(s: &ClientSession) -> Option<u64> {

@@ -17,7 +17,6 @@
 //!
 //! - `splice`: bodies the session asks to splice ([`Read::Splice`](crate::http::session::Read)).
 
-mod access;
 mod backend;
 mod drive;
 mod end;

@@ -1,14 +1,16 @@
-//! The per-request access log (`--access-log`): one `request` event per finished exchange, beside the
-//! `connection` event a TCP connection (or an upgraded HTTP connection's tunnel) writes as it ends.
-//! Nothing here runs unless the flag is on.
+//! The access log (`--access-log`), target `ringway::access`: one `connection` event as a TCP
+//! connection (or an upgraded HTTP connection's tunnel) ends, and one `request` event per finished HTTP
+//! exchange. Nothing here runs unless the flag is on.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
+use crate::close::CloseReason;
 use crate::http::session::ExchangeSummary;
+use crate::worker::conn::Conn;
 
 /// What the worker knows of an exchange beyond its summary.
-pub(super) struct RequestContext<'a> {
+pub(in crate::worker) struct RequestContext<'a> {
     pub client: Option<SocketAddr>,
     /// The service the request was routed to (`None`: no route, or refused before routing).
     pub service: Option<&'a str>,
@@ -18,7 +20,7 @@ pub(super) struct RequestContext<'a> {
 }
 
 /// Writes the `request` line of one exchange (target `ringway::access`).
-pub(super) fn log_request(context: &RequestContext<'_>, summary: &ExchangeSummary) {
+pub(in crate::worker) fn log_request(context: &RequestContext<'_>, summary: &ExchangeSummary) {
     let line = summary.request.as_ref();
     let method = line.map_or(Cow::Borrowed("-"), |l| String::from_utf8_lossy(l.method()));
     let host = line
@@ -37,9 +39,9 @@ pub(super) fn log_request(context: &RequestContext<'_>, summary: &ExchangeSummar
     };
     tracing::info!(
         target: "ringway::access",
-        client = %Display(context.client),
+        client = %OrDash(context.client),
         service = context.service.unwrap_or("-"),
-        backend = %Display(context.backend),
+        backend = %OrDash(context.backend),
         method = &*method,
         host = &*host,
         path = &*path,
@@ -54,10 +56,30 @@ pub(super) fn log_request(context: &RequestContext<'_>, summary: &ExchangeSummar
     );
 }
 
-/// An optional address shown as `-` when absent.
-struct Display(Option<SocketAddr>);
+/// Writes the `connection` line of a TCP connection as it ends.
+pub(in crate::worker) fn log_connection(conn: &Conn, reason: CloseReason, now_ms: u64) {
+    let client = socket2::SockRef::from(&conn.client)
+        .peer_addr()
+        .ok()
+        .and_then(|a| a.as_socket());
+    tracing::info!(
+        target: "ringway::access",
+        client = %OrDash(client),
+        service = %conn.route.name,
+        backend = %OrDash(conn.lease.as_ref().map(|l| l.backend.address)),
+        bytes_in = conn.up.delivered,
+        bytes_out = conn.down.delivered,
+        duration_ms = now_ms.saturating_sub(conn.opened_ms),
+        outcome = reason.name(),
+        reset = reason.resets(),
+        "connection"
+    );
+}
 
-impl std::fmt::Display for Display {
+/// An optional address shown as `-` when absent (formatted in place: no string per line).
+struct OrDash(Option<SocketAddr>);
+
+impl std::fmt::Display for OrDash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(address) => address.fmt(f),
